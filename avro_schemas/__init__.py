@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Avro schemas of mmbroker's public messages (``alert.avsc``)."""

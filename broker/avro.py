@@ -1,0 +1,316 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Avro encoding of :class:`~broker.model.Alert` (``avro_schemas/alert.avsc``).
+
+Messages use Avro *single-object encoding* (Avro 1.8+ specification): the
+two marker bytes ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint
+of the writer schema, then the binary datum.  A subscriber identifies the
+schema by fingerprint without a registry; :func:`decode_alert` does it for
+Python users.  The schema is parsed once, at first use.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+import numpy as np
+from fastavro.schema import fingerprint
+
+from broker.errors import BrokerError
+from broker.model import (
+    Alert,
+    Circle,
+    ContainmentRadius,
+    Ellipse,
+    Point,
+    PropertyValue,
+    Provenance,
+    Rectangle,
+    Region,
+    RelatedEvent,
+    SkyMap,
+    SubEvent,
+)
+
+SCHEMA_VERSION = 1
+_MARKER = b"\xc3\x01"
+
+
+class AvroDecodeError(BrokerError):
+    """Bytes are not an mmbroker single-object-encoded alert."""
+
+
+@lru_cache(maxsize=1)
+def alert_schema() -> dict[str, Any]:
+    """Parsed ``alert.avsc`` (cached)."""
+    text = resources.files("avro_schemas").joinpath("alert.avsc").read_text(encoding="utf-8")
+    parsed: dict[str, Any] = fastavro.parse_schema(json.loads(text))
+    return parsed
+
+
+@lru_cache(maxsize=1)
+def schema_fingerprint() -> bytes:
+    """CRC-64-AVRO fingerprint of the alert schema, 8 bytes little-endian."""
+    fp_hex: str = fingerprint(alert_schema(), "CRC-64-AVRO")
+    return bytes.fromhex(fp_hex)
+
+
+def _region_record(region: Region | None) -> tuple[str, dict[str, Any]] | None:
+    if region is None:
+        return None
+    ns = "org.mmbroker.v1."
+    if isinstance(region, Point):
+        return ns + "Point", {"ra": region.ra, "dec": region.dec}
+    if isinstance(region, Circle):
+        return ns + "Circle", {
+            "ra": region.ra,
+            "dec": region.dec,
+            "radius": region.radius,
+            "containment": region.containment,
+            "systematic_included": region.systematic_included,
+            "other_radii": [{"containment": r.containment, "radius": r.radius} for r in region.other_radii],
+        }
+    if isinstance(region, Ellipse):
+        return ns + "Ellipse", {
+            "ra": region.ra,
+            "dec": region.dec,
+            "semi_major": region.semi_major,
+            "semi_minor": region.semi_minor,
+            "position_angle": region.position_angle,
+            "containment": region.containment,
+            "systematic_included": region.systematic_included,
+        }
+    return ns + "Rectangle", {
+        "ra": region.ra,
+        "dec": region.dec,
+        "corners": [list(c) for c in region.corners],
+        "containment": region.containment,
+        "systematic_included": region.systematic_included,
+    }
+
+
+def _pack(a: np.ndarray | None, dtype: str) -> bytes | None:
+    return None if a is None else np.ascontiguousarray(a, dtype=dtype).tobytes()
+
+
+def _unpack(b: bytes | None, dtype: str) -> np.ndarray | None:
+    return None if b is None else np.frombuffer(b, dtype=dtype).copy()
+
+
+def _skymap_record(m: SkyMap | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {
+        "uniq": _pack(m.uniq, "<i8"),
+        "probdensity": _pack(m.probdensity, "<f8"),
+        "distmu": _pack(m.distmu, "<f8"),
+        "distsigma": _pack(m.distsigma, "<f8"),
+        "distnorm": _pack(m.distnorm, "<f8"),
+        "distmean": m.distmean,
+        "diststd": m.diststd,
+        "source": m.source,
+    }
+
+
+def _props(p: Mapping[str, PropertyValue]) -> dict[str, PropertyValue]:
+    return dict(p)
+
+
+def to_record(alert: Alert) -> dict[str, Any]:
+    """Convert an alert to the Avro record (plain dicts, datetimes kept)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "broker_id": alert.broker_id,
+        "mission": alert.mission,
+        "instrument": alert.instrument,
+        "messenger": alert.messenger,
+        "notice_type": alert.notice_type,
+        "event_id": alert.event_id,
+        "revision": alert.revision,
+        "kind": alert.kind,
+        "is_test": alert.is_test,
+        "event_time": alert.event_time,
+        "issued": alert.issued,
+        "event_name": alert.event_name,
+        "upstream_ids": list(alert.upstream_ids),
+        "region": _region_record(alert.region),
+        "skymap": _skymap_record(alert.skymap),
+        "skymap_url": alert.skymap_url,
+        "far": alert.far,
+        "significant": alert.significant,
+        "classification": dict(alert.classification),
+        "properties": _props(alert.properties),
+        "related": [
+            {
+                "relation": r.relation,
+                "observatory": r.observatory,
+                "event_id": r.event_id,
+                "ivorn": r.ivorn,
+                "search": r.search,
+                "time_difference": r.time_difference,
+                "far_temporal": r.far_temporal,
+                "far_spatiotemporal": r.far_spatiotemporal,
+                "skymap": _skymap_record(r.skymap),
+            }
+            for r in alert.related
+        ],
+        "sub_events": [
+            {
+                "event_id": s.event_id,
+                "time": s.time,
+                "time_offset": s.time_offset,
+                "region": _region_record(s.region),
+                "properties": _props(s.properties),
+            }
+            for s in alert.sub_events
+        ],
+        "tags": list(alert.tags),
+        "provenance": {
+            "source_format": alert.provenance.source_format,
+            "parser_version": alert.provenance.parser_version,
+            "raw_sha256": alert.provenance.raw_sha256,
+            "raw_size": alert.provenance.raw_size,
+            "upstream_ref": alert.provenance.upstream_ref,
+        },
+    }
+
+
+def _region_from(rec: dict[str, Any] | None) -> Region | None:
+    if rec is None:
+        return None
+    if "radius" in rec:
+        return Circle(
+            rec["ra"],
+            rec["dec"],
+            rec["radius"],
+            rec["containment"],
+            rec["systematic_included"],
+            tuple(ContainmentRadius(r["containment"], r["radius"]) for r in rec["other_radii"]),
+        )
+    if "semi_major" in rec:
+        return Ellipse(
+            rec["ra"],
+            rec["dec"],
+            rec["semi_major"],
+            rec["semi_minor"],
+            rec["position_angle"],
+            rec["containment"],
+            rec["systematic_included"],
+        )
+    if "corners" in rec:
+        return Rectangle(
+            rec["ra"],
+            rec["dec"],
+            tuple((c[0], c[1]) for c in rec["corners"]),
+            rec["containment"],
+            rec["systematic_included"],
+        )
+    return Point(rec["ra"], rec["dec"])
+
+
+def _skymap_from(rec: dict[str, Any] | None) -> SkyMap | None:
+    if rec is None:
+        return None
+    uniq = _unpack(rec["uniq"], "<i8")
+    prob = _unpack(rec["probdensity"], "<f8")
+    assert uniq is not None and prob is not None
+    return SkyMap(
+        uniq=uniq.astype(np.int64),
+        probdensity=prob.astype(np.float64),
+        distmu=_unpack(rec["distmu"], "<f8"),
+        distsigma=_unpack(rec["distsigma"], "<f8"),
+        distnorm=_unpack(rec["distnorm"], "<f8"),
+        distmean=rec["distmean"],
+        diststd=rec["diststd"],
+        source=rec["source"],
+    )
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    return t
+
+
+def from_record(rec: dict[str, Any]) -> Alert:
+    """Rebuild an :class:`Alert` from a decoded Avro record."""
+    prov = rec["provenance"]
+    return Alert(
+        mission=rec["mission"],
+        instrument=rec["instrument"],
+        messenger=rec["messenger"],
+        notice_type=rec["notice_type"],
+        event_id=rec["event_id"],
+        revision=rec["revision"],
+        kind=rec["kind"],
+        is_test=rec["is_test"],
+        event_time=_utc(rec["event_time"]),
+        issued=_utc(rec["issued"]),
+        provenance=Provenance(
+            prov["source_format"], prov["parser_version"], prov["raw_sha256"], prov["raw_size"], prov["upstream_ref"]
+        ),
+        event_name=rec["event_name"],
+        upstream_ids=tuple(rec["upstream_ids"]),
+        region=_region_from(rec["region"]),
+        skymap=_skymap_from(rec["skymap"]),
+        skymap_url=rec["skymap_url"],
+        far=rec["far"],
+        significant=rec["significant"],
+        classification=dict(rec["classification"]),
+        properties=dict(rec["properties"]),
+        related=tuple(
+            RelatedEvent(
+                relation=r["relation"],
+                observatory=r["observatory"],
+                event_id=r["event_id"],
+                ivorn=r["ivorn"],
+                search=r["search"],
+                time_difference=r["time_difference"],
+                far_temporal=r["far_temporal"],
+                far_spatiotemporal=r["far_spatiotemporal"],
+                skymap=_skymap_from(r["skymap"]),
+            )
+            for r in rec["related"]
+        ),
+        sub_events=tuple(
+            SubEvent(
+                event_id=s["event_id"],
+                time=_utc(s["time"]),
+                time_offset=s["time_offset"],
+                region=_region_from(s["region"]),
+                properties=dict(s["properties"]),
+            )
+            for s in rec["sub_events"]
+        ),
+        tags=tuple(rec["tags"]),
+    )
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """Single-object-encode ``alert`` (marker, schema fingerprint, datum)."""
+    buf = io.BytesIO()
+    buf.write(_MARKER)
+    buf.write(schema_fingerprint())
+    fastavro.schemaless_writer(buf, alert_schema(), to_record(alert))
+    return buf.getvalue()
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """Decode single-object-encoded bytes to the Avro record dict."""
+    if len(data) < 10 or data[:2] != _MARKER:
+        raise AvroDecodeError("not Avro single-object encoding (marker C3 01 missing)")
+    if data[2:10] != schema_fingerprint():
+        fp = struct.unpack("<Q", data[2:10])[0]
+        raise AvroDecodeError(f"unknown writer schema fingerprint {fp:#018x}")
+    rec: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[10:]), alert_schema(), None)
+    return rec
+
+
+def decode_alert(data: bytes) -> Alert:
+    """Decode single-object-encoded bytes to an :class:`Alert`."""
+    return from_record(decode_record(data))

@@ -1,0 +1,308 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The normalized alert model.
+
+One frozen dataclass per message type.  Field meanings and units are
+documented once, in ``avro_schemas/alert.avsc``; the docstrings here repeat
+only the units.  Conventions everywhere:
+
+* angles in degrees (ICRS/J2000 RA and Dec, position angles east of north);
+* times as timezone-aware :class:`datetime.datetime` in UTC;
+* durations and time differences in seconds;
+* false-alarm rates in Hz;
+* energies in TeV;
+* probability densities of sky maps in sr^-1, distances in Mpc.
+
+Kafka coordinates of the message an alert came from are kept apart, in
+:class:`SourceMessage`; an :class:`Alert` carries science only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+Messenger = Literal["neutrino", "gamma", "xray", "optical", "radio", "gw", "unknown"]
+AlertKind = Literal["early_warning", "preliminary", "initial", "update", "retraction"]
+SourceFormat = Literal["gcn_json", "voevent", "igwn_json", "igwn_avro"]
+PropertyValue: TypeAlias = bool | int | float | str
+
+MESSENGERS: tuple[Messenger, ...] = ("neutrino", "gamma", "xray", "optical", "radio", "gw", "unknown")
+ALERT_KINDS: tuple[AlertKind, ...] = ("early_warning", "preliminary", "initial", "update", "retraction")
+
+
+@dataclass(frozen=True)
+class ContainmentRadius:
+    """An extra error radius at another containment than the main one.
+
+    Parameters
+    ----------
+    containment
+        Probability content, in (0, 1].
+    radius
+        Radius in deg.
+    """
+
+    containment: float
+    radius: float
+
+
+@dataclass(frozen=True)
+class Point:
+    """A best position with no stated error (deg)."""
+
+    ra: float
+    dec: float
+
+
+@dataclass(frozen=True)
+class Circle:
+    """A circular error region (deg) at a stated containment probability."""
+
+    ra: float
+    dec: float
+    radius: float
+    containment: float | None = None
+    systematic_included: bool | None = None
+    other_radii: tuple[ContainmentRadius, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ellipse:
+    """An elliptical error region (deg); position angle east of north (deg)."""
+
+    ra: float
+    dec: float
+    semi_major: float
+    semi_minor: float
+    position_angle: float
+    containment: float | None = None
+    systematic_included: bool | None = None
+
+
+@dataclass(frozen=True)
+class Rectangle:
+    """A quadrilateral error region given by its corners (deg), e.g. MAXI GSC."""
+
+    ra: float
+    dec: float
+    corners: tuple[tuple[float, float], ...]
+    containment: float | None = None
+    systematic_included: bool | None = None
+
+
+Region: TypeAlias = Point | Circle | Ellipse | Rectangle
+
+
+@dataclass(frozen=True, eq=False)
+class SkyMap:
+    """A multi-order HEALPix sky map (NUNIQ indexing, nested scheme).
+
+    Parameters
+    ----------
+    uniq
+        NUNIQ pixel indices, int64.
+    probdensity
+        Probability density per pixel, sr^-1.
+    distmu, distsigma, distnorm
+        Optional per-pixel distance ansatz parameters (Mpc, Mpc, Mpc^-2).
+    distmean, diststd
+        Optional posterior mean and standard deviation of the distance (Mpc).
+    source
+        Where the map came from (``"inline"``, ``"flat-ring-nside8"``, ...).
+    """
+
+    uniq: npt.NDArray[np.int64]
+    probdensity: npt.NDArray[np.float64]
+    distmu: npt.NDArray[np.float64] | None = None
+    distsigma: npt.NDArray[np.float64] | None = None
+    distnorm: npt.NDArray[np.float64] | None = None
+    distmean: float | None = None
+    diststd: float | None = None
+    source: str = "inline"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SkyMap):
+            return NotImplemented
+        return (
+            np.array_equal(self.uniq, other.uniq)
+            and np.array_equal(self.probdensity, other.probdensity)
+            and _opt_equal(self.distmu, other.distmu)
+            and _opt_equal(self.distsigma, other.distsigma)
+            and _opt_equal(self.distnorm, other.distnorm)
+            and self.distmean == other.distmean
+            and self.diststd == other.diststd
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def order(self) -> npt.NDArray[np.int64]:
+        """HEALPix order of each pixel."""
+        return (np.log2(self.uniq // 4) // 2).astype(np.int64)
+
+    @property
+    def ipix(self) -> npt.NDArray[np.int64]:
+        """Nested pixel index of each pixel at its own order."""
+        return self.uniq - 4 * (np.int64(1) << (2 * self.order))
+
+    @property
+    def pixel_area(self) -> npt.NDArray[np.float64]:
+        """Area of each pixel, sr."""
+        return np.pi / (3.0 * 4.0 ** self.order.astype(np.float64))
+
+    @property
+    def probability(self) -> npt.NDArray[np.float64]:
+        """Probability content of each pixel (dimensionless, sums to ~1)."""
+        return np.asarray(self.probdensity * self.pixel_area, dtype=np.float64)
+
+    def credible_area(self, level: float) -> float:
+        """Area (deg^2) of the smallest region holding probability ``level``."""
+        order = np.argsort(-self.probdensity, kind="stable")
+        cum = np.cumsum(self.probability[order])
+        n = int(np.searchsorted(cum, level * cum[-1], side="left")) + 1
+        area_sr = float(np.sum(self.pixel_area[order][:n]))
+        return area_sr * (180.0 / np.pi) ** 2
+
+    def max_position(self) -> tuple[float, float]:
+        """RA and Dec (deg) of the centre of the highest-density pixel."""
+        import healpy as hp
+
+        i = int(np.argmax(self.probdensity))
+        order = int(self.order[i])
+        theta, phi = hp.pix2ang(1 << order, int(self.ipix[i]), nest=True)
+        return float(np.degrees(phi)), float(90.0 - np.degrees(theta))
+
+
+def _opt_equal(a: npt.NDArray[np.float64] | None, b: npt.NDArray[np.float64] | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.array_equal(a, b, equal_nan=True))
+
+
+@dataclass(frozen=True)
+class RelatedEvent:
+    """Another event an upstream notice links to (external coincidence, follow-up).
+
+    ``time_difference`` in s (this event minus the related one, as upstream
+    states it), false-alarm rates in Hz.
+    """
+
+    relation: str
+    observatory: str | None = None
+    event_id: str | None = None
+    ivorn: str | None = None
+    search: str | None = None
+    time_difference: float | None = None
+    far_temporal: float | None = None
+    far_spatiotemporal: float | None = None
+    skymap: SkyMap | None = None
+
+
+@dataclass(frozen=True)
+class SubEvent:
+    """One constituent of a multiplet or of a coincidence search result."""
+
+    event_id: str | None = None
+    time: datetime | None = None
+    time_offset: float | None = None
+    region: Region | None = None
+    properties: Mapping[str, PropertyValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How the alert was made: wire format, parser, and the raw payload's digest."""
+
+    source_format: SourceFormat
+    parser_version: str
+    raw_sha256: str
+    raw_size: int
+    upstream_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A normalized multi-messenger alert: one revision of one upstream event.
+
+    ``event_time`` and ``issued`` are UTC datetimes; ``far`` is in Hz.  See
+    ``avro_schemas/alert.avsc`` for every field's meaning.
+    """
+
+    mission: str
+    instrument: str | None
+    messenger: Messenger
+    notice_type: str
+    event_id: str
+    revision: int | None
+    kind: AlertKind
+    is_test: bool
+    event_time: datetime | None
+    issued: datetime | None
+    provenance: Provenance
+    event_name: str | None = None
+    upstream_ids: tuple[str, ...] = ()
+    region: Region | None = None
+    skymap: SkyMap | None = None
+    skymap_url: str | None = None
+    far: float | None = None
+    significant: bool | None = None
+    classification: Mapping[str, float] = field(default_factory=dict)
+    properties: Mapping[str, PropertyValue] = field(default_factory=dict)
+    related: tuple[RelatedEvent, ...] = ()
+    sub_events: tuple[SubEvent, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    @property
+    def event_key(self) -> str:
+        """Identity of the upstream event across revisions: ``mission/event_id``."""
+        return f"{self.mission}/{self.event_id}"
+
+    @property
+    def broker_id(self) -> str:
+        """Deterministic id of this revision (same bytes re-delivered, same id)."""
+        h = hashlib.sha256(
+            f"{self.event_key}\x00{self.revision}\x00{self.provenance.raw_sha256}".encode()
+        )
+        return "mmb-" + h.hexdigest()[:24]
+
+    @property
+    def localization(self) -> SkyMap | Region | None:
+        """The most informative localization: the sky map if any, else the region."""
+        return self.skymap if self.skymap is not None else self.region
+
+    @property
+    def position(self) -> tuple[float, float] | None:
+        """Best position (RA, Dec in deg): the region centre, else the sky-map peak."""
+        if self.region is not None:
+            return self.region.ra, self.region.dec
+        if self.skymap is not None:
+            return self.skymap.max_position()
+        return None
+
+    def with_tags(self, tags: tuple[str, ...]) -> Alert:
+        """Return a copy carrying ``tags`` (sorted, de-duplicated)."""
+        return replace(self, tags=tuple(sorted(set(tags))))
+
+
+@dataclass(frozen=True)
+class SourceMessage:
+    """Kafka coordinates and raw bytes of one consumed message."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def coordinates(self) -> str:
+        """``topic[partition]@offset``, for error messages and DLQ headers."""
+        return f"{self.topic}[{self.partition}]@{self.offset}"
