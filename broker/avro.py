@@ -21,7 +21,7 @@ from typing import Any
 
 import fastavro
 import numpy as np
-from fastavro.schema import fingerprint
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from broker.errors import BrokerError
 from broker.model import (
@@ -51,14 +51,20 @@ class AvroDecodeError(BrokerError):
 def alert_schema() -> dict[str, Any]:
     """Parsed ``alert.avsc`` (cached)."""
     text = resources.files("avro_schemas").joinpath("alert.avsc").read_text(encoding="utf-8")
-    parsed: dict[str, Any] = fastavro.parse_schema(json.loads(text))
+    parsed = fastavro.parse_schema(json.loads(text))
+    if not isinstance(parsed, dict):
+        raise AvroDecodeError("alert.avsc is not a record schema")
     return parsed
 
 
 @lru_cache(maxsize=1)
 def schema_fingerprint() -> bytes:
-    """CRC-64-AVRO fingerprint of the alert schema, 8 bytes little-endian."""
-    fp_hex: str = fingerprint(alert_schema(), "CRC-64-AVRO")
+    """CRC-64-AVRO (Rabin) fingerprint of the schema's canonical form, 8 bytes little-endian.
+
+    fastavro returns the hex of the little-endian bytes, which is the byte
+    order single-object encoding prescribes.
+    """
+    fp_hex: str = fingerprint(to_parsing_canonical_form(alert_schema()), "CRC-64-AVRO")
     return bytes.fromhex(fp_hex)
 
 
@@ -218,12 +224,9 @@ def _region_from(rec: dict[str, Any] | None) -> Region | None:
 def _skymap_from(rec: dict[str, Any] | None) -> SkyMap | None:
     if rec is None:
         return None
-    uniq = _unpack(rec["uniq"], "<i8")
-    prob = _unpack(rec["probdensity"], "<f8")
-    assert uniq is not None and prob is not None
     return SkyMap(
-        uniq=uniq.astype(np.int64),
-        probdensity=prob.astype(np.float64),
+        uniq=np.frombuffer(rec["uniq"], dtype="<i8").astype(np.int64),
+        probdensity=np.frombuffer(rec["probdensity"], dtype="<f8").astype(np.float64),
         distmu=_unpack(rec["distmu"], "<f8"),
         distsigma=_unpack(rec["distsigma"], "<f8"),
         distnorm=_unpack(rec["distnorm"], "<f8"),
@@ -307,7 +310,9 @@ def decode_record(data: bytes) -> dict[str, Any]:
     if data[2:10] != schema_fingerprint():
         fp = struct.unpack("<Q", data[2:10])[0]
         raise AvroDecodeError(f"unknown writer schema fingerprint {fp:#018x}")
-    rec: dict[str, Any] = fastavro.schemaless_reader(io.BytesIO(data[10:]), alert_schema(), None)
+    rec = fastavro.schemaless_reader(io.BytesIO(data[10:]), alert_schema(), None)
+    if not isinstance(rec, dict):
+        raise AvroDecodeError("datum is not a record")
     return rec
 
 

@@ -25,7 +25,7 @@ def sniff(payload: bytes) -> Sniffed:
     if payload.startswith(_AVRO_OCF_MAGIC):
         return "avro"
     head = payload[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    if head.startswith(b"{"):
+    if head.startswith((b"{", b"[")):
         return "json"
     if head.startswith(b"<"):
         return "xml"
@@ -72,21 +72,25 @@ def parse(payload: bytes, topic: str | None = None, *, max_size: int | None = No
         return from_voevent_bytes(payload, topic)
     if kind == "json":
         doc = _load_json(payload)
-        if not isinstance(doc, dict):
-            raise RejectedNotice("unknown_format", f"JSON document is a {type(doc).__name__}, not an object")
-        from broker.formats import gcn_json, igwn
+        from broker.formats import igwn
 
-        if igwn.is_igwn_alert(doc):
-            return igwn.from_igwn_json(doc, payload, topic)
         if igwn.is_gracedb_payload(doc):
             raise RejectedNotice(
                 "not_public_alert",
                 "LVK-internal GraceDB/igwn-alert payload, not a public igwn.gwalert notice",
             )
+        if not isinstance(doc, dict):
+            raise RejectedNotice("unknown_format", f"JSON document is a {type(doc).__name__}, not an object")
+        if igwn.is_igwn_alert(doc):
+            return igwn.from_igwn_json(doc, payload, topic)
+        from broker.formats import gcn_json
+
         if gcn_json.is_gcn_json(doc):
             return gcn_json.from_gcn_json(doc, payload, topic)
         keys = ", ".join(sorted(doc)[:8])
         raise RejectedNotice("unknown_format", f"JSON object of no known notice family (keys: {keys})")
     if payload[:9] == b"SIMPLE  =":
         raise RejectedNotice("unknown_format", "a bare FITS file (sky map?) with no notice envelope")
+    if payload[:2] == b"\x1f\x8b":
+        raise RejectedNotice("unknown_format", "a gzip-compressed file (sky map?) with no notice envelope")
     raise RejectedNotice("unknown_format", "payload is neither JSON, XML nor an Avro container")

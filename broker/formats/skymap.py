@@ -51,8 +51,7 @@ def _column(data: np.ndarray, names: list[str], name: str) -> npt.NDArray[np.flo
     upper = [n.upper() for n in names]
     if name not in upper:
         return None
-    col = np.asarray(data[names[upper.index(name)]], dtype=np.float64).ravel()
-    return col
+    return np.asarray(data[names[upper.index(name)]], dtype=np.float64).ravel()
 
 
 def decode_fits_skymap(raw: bytes, field: str) -> SkyMap:
@@ -128,8 +127,7 @@ def _multiorder(data: np.ndarray, names: list[str], field: str, distmean: object
     order = np.log2(uniq // 4).astype(np.int64) // 2
     if np.any(order > _MAX_ORDER):
         raise _reject(f"{field}: NUNIQ pixel index beyond order {_MAX_ORDER}")
-    prob = _column(data, names, "PROBDENSITY")
-    assert prob is not None
+    prob = np.asarray(data[names[upper.index("PROBDENSITY")]], dtype=np.float64).ravel()
     _check_density(prob, field)
     return SkyMap(
         uniq=uniq,

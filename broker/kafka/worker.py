@@ -1,0 +1,334 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The worker: consume a micro-batch, normalize, run the stages, publish, archive, commit.
+
+Delivery guarantee: at-least-once on the output topics, exactly-once in the
+archive.  Offsets of a batch are committed only after every output message of
+the batch has been acknowledged by Kafka and the batch is archived; a crash at
+any point re-delivers the uncommitted batch, whose alerts the archive then
+ignores (their broker ids are already stored).
+
+Bad input never stops the worker: every message that does not become an alert
+goes to ``<prefix>.dlq`` with its original bytes and headers naming the reason
+and its source coordinates.  Kafka and archive failures propagate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
+
+from broker import __version__
+from broker.archive import Archive, ArchivedAlert
+from broker.avro import encode_alert, schema_fingerprint
+from broker.config import Settings
+from broker.errors import KafkaError, RejectedNotice
+from broker.formats import parse
+from broker.kafka.clients import ensure_topics, make_consumer, make_producer
+from broker.metrics import WorkerMetrics
+from broker.model import Alert, SourceMessage
+from broker.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+#: Commit errors after which the batch will simply be re-delivered to the
+#: partition's new owner (the archive absorbs the duplicates).
+_REBALANCE_CODES = {
+    RdKafkaError.REBALANCE_IN_PROGRESS,
+    RdKafkaError.ILLEGAL_GENERATION,
+    RdKafkaError.UNKNOWN_MEMBER_ID,
+    RdKafkaError._ASSIGNMENT_LOST,
+}
+
+#: Largest DLQ value we try before keeping only a prefix of an oversized payload.
+_DLQ_TRUNCATE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that did not become an alert, and why."""
+
+    source: SourceMessage
+    code: str
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    """What one micro-batch did."""
+
+    consumed: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    published: int = 0
+    archived_new: int = 0
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def header_bytes(value: str | bytes | None) -> bytes:
+    """A Kafka header value as bytes (librdkafka may give str or None)."""
+    if value is None:
+        return b""
+    return value.encode() if isinstance(value, str) else value
+
+
+def message_headers(m: Message) -> list[tuple[str, bytes]]:
+    """The headers of a consumed message as (name, bytes) pairs."""
+    raw = m.headers() or []
+    pairs = list(raw.items()) if isinstance(raw, dict) else list(raw)
+    return [(str(p[0]), header_bytes(p[1])) for p in pairs]
+
+
+def source_message(m: Message) -> SourceMessage:
+    """The Kafka coordinates and bytes of a consumed message."""
+    ts_type, ts = m.timestamp()
+    headers = tuple(message_headers(m))
+    return SourceMessage(
+        topic=m.topic() or "",
+        partition=m.partition() or 0,
+        offset=m.offset() or 0,
+        value=m.value() or b"",
+        key=m.key(),
+        timestamp_ms=ts if ts_type != 0 else None,
+        headers=headers,
+    )
+
+
+def normalize(
+    messages: Iterable[SourceMessage], max_size: int
+) -> tuple[list[tuple[SourceMessage, Alert]], list[DeadLetter]]:
+    """Parse every message; split into alerts and dead letters.
+
+    A parser failure other than :class:`RejectedNotice` is a parser bug met
+    on some input: it is dead-lettered as ``parser_error`` (and logged with
+    its traceback) rather than allowed to stop the stream.
+    """
+    good: list[tuple[SourceMessage, Alert]] = []
+    bad: list[DeadLetter] = []
+    for src in messages:
+        try:
+            good.append((src, parse(src.value, src.topic, max_size=max_size)))
+        except RejectedNotice as exc:
+            bad.append(DeadLetter(src, exc.code, exc.reason))
+        except Exception as exc:  # a parser bug must not stop the stream
+            log.exception("parser failed on %s", src.coordinates)
+            bad.append(DeadLetter(src, "parser_error", f"internal parser error: {type(exc).__name__}: {exc}"))
+    return good, bad
+
+
+class Worker:
+    """One consumer-group member running the whole chain on micro-batches.
+
+    Parameters
+    ----------
+    settings
+        Process settings (topics, batch bounds, Kafka config).
+    archive
+        Where alerts are archived before offsets are committed.
+    pipeline
+        The stage chain; built-in tags only by default.
+    metrics
+        Prometheus metrics; a private registry by default.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        archive: Archive,
+        pipeline: Pipeline | None = None,
+        metrics: WorkerMetrics | None = None,
+        consumer: Consumer | None = None,
+        producer: Producer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.pipeline = pipeline or Pipeline()
+        self.metrics = metrics or WorkerMetrics()
+        self._stop = threading.Event()
+        self._known_topics: set[str] = set()
+        ensure_topics(settings, [settings.alerts_topic, settings.dlq_topic])
+        self._known_topics.update([settings.alerts_topic, settings.dlq_topic])
+        self.consumer = consumer or make_consumer(settings)
+        self.producer = producer or make_producer(settings)
+        self._delivery_errors: list[str] = []
+        self.consumer.subscribe(list(settings.input_topics))
+
+    # Control ------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Finish the current batch, then stop (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop.is_set()
+
+    def run(self, on_batch: Callable[[BatchResult], None] | None = None) -> None:
+        """Process batches until :meth:`request_stop`; then flush and close."""
+        try:
+            while not self._stop.is_set():
+                result = self.step()
+                if on_batch is not None and result.consumed:
+                    on_batch(result)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Flush the producer and leave the consumer group."""
+        self.producer.flush(10)
+        self.consumer.close()
+
+    # One batch ----------------------------------------------------------------
+    def poll_batch(self) -> list[SourceMessage]:
+        """Consume up to ``batch_size`` messages or for ``batch_timeout_ms``."""
+        msgs = self.consumer.consume(self.settings.batch_size, self.settings.batch_timeout_ms / 1000.0)
+        out: list[SourceMessage] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == RdKafkaError._PARTITION_EOF:
+                    continue
+                if err.code() == RdKafkaError.UNKNOWN_TOPIC_OR_PART:
+                    log.warning("input topic not available yet: %s", err)
+                    continue
+                raise KafkaError(f"consume failed: {err}")
+            out.append(source_message(m))
+        return out
+
+    def step(self) -> BatchResult:
+        """Consume, process, publish, archive and commit one micro-batch."""
+        started = time.perf_counter()
+        batch = self.poll_batch()
+        result = self.process(batch)
+        if batch:
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def process(self, batch: list[SourceMessage]) -> BatchResult:
+        """Process an already consumed batch and commit its offsets."""
+        result = BatchResult(consumed=len(batch))
+        if not batch:
+            return result
+        for src in batch:
+            self.metrics.consumed.labels(src.topic).inc()
+        good, result.dead_letters = normalize(batch, self.settings.max_message_bytes)
+        alerts = self.pipeline.run([a for _, a in good])
+        result.alerts = alerts
+        result.published = self.publish(list(zip([s for s, _ in good], alerts, strict=True)), result.dead_letters)
+        result.archived_new = self.archive.write_batch(
+            [ArchivedAlert(a, s) for (s, _), a in zip(good, alerts, strict=True)]
+        )
+        self.metrics.archived.inc(result.archived_new)
+        result.committed = self.commit(batch)
+        return result
+
+    # Output -------------------------------------------------------------------
+    def _on_delivery(self, err: RdKafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(f"{msg.topic()}: {err}")
+
+    def _produce(
+        self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, str | bytes | None]]
+    ) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: serve deliveries, retry
+        self.metrics.published.labels(topic).inc()
+
+    def _ensure(self, topics: Iterable[str]) -> None:
+        missing = [t for t in topics if t not in self._known_topics]
+        if missing:
+            ensure_topics(self.settings, missing)
+            self._known_topics.update(missing)
+
+    def publish(self, pairs: list[tuple[SourceMessage, Alert]], dead: list[DeadLetter]) -> int:
+        """Produce alerts, tag copies and dead letters; wait until all are acknowledged.
+
+        Raises
+        ------
+        KafkaError
+            If any message of the batch was not delivered (offsets then stay
+            uncommitted and the batch is re-delivered).
+        """
+        s = self.settings
+        self._ensure({s.tag_topic(t) for _, a in pairs for t in a.tags})
+        fp = schema_fingerprint()
+        n = 0
+        for src, alert in pairs:
+            value = encode_alert(alert)
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("content-type", b"application/vnd.mmbroker.alert+avro"),
+                ("avro-schema-fingerprint", fp),
+                ("broker-id", alert.broker_id.encode()),
+                ("event-key", alert.event_key.encode()),
+                ("kind", alert.kind.encode()),
+                ("source", src.coordinates.encode()),
+            ]
+            if src.timestamp_ms is not None:
+                headers.append(("source-timestamp-ms", str(src.timestamp_ms).encode()))
+            key = alert.event_key.encode()
+            for topic in (s.alerts_topic, *(s.tag_topic(t) for t in alert.tags)):
+                self._produce(topic, value, key, headers)
+                n += 1
+            self.metrics.alerts.labels(alert.messenger).inc()
+        for d in dead:
+            self._dead_letter(d)
+            n += 1
+        self._flush()
+        return n
+
+    def _dead_letter(self, d: DeadLetter) -> None:
+        src = d.source
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason-code", d.code.encode()),
+            ("reason", d.reason.encode("utf-8", "replace")),
+            ("source-topic", src.topic.encode()),
+            ("source-partition", str(src.partition).encode()),
+            ("source-offset", str(src.offset).encode()),
+            ("source-size", str(len(src.value)).encode()),
+            ("broker-version", __version__.encode()),
+        ]
+        if src.timestamp_ms is not None:
+            headers.append(("source-timestamp-ms", str(src.timestamp_ms).encode()))
+        value = src.value
+        try:
+            self._produce(self.settings.dlq_topic, value, src.key, headers)
+        except KafkaException as exc:
+            # Too large even for the DLQ: keep a prefix, say so, never drop it.
+            log.warning("DLQ payload from %s too large (%s); truncating", src.coordinates, exc)
+            headers.append(("truncated-to", str(_DLQ_TRUNCATE_BYTES).encode()))
+            self._produce(self.settings.dlq_topic, value[:_DLQ_TRUNCATE_BYTES], src.key, headers)
+        self.metrics.dead_letters.labels(d.code).inc()
+
+    def _flush(self) -> None:
+        remaining = self.producer.flush(30)
+        if remaining:
+            raise KafkaError(f"{remaining} output messages not delivered within 30 s")
+        if self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise KafkaError(f"{len(errors)} output messages failed: {errors[:3]}")
+
+    def commit(self, batch: list[SourceMessage]) -> dict[tuple[str, int], int]:
+        """Commit the next offset of every partition in ``batch`` (synchronously)."""
+        nxt: dict[tuple[str, int], int] = {}
+        for src in batch:
+            k = (src.topic, src.partition)
+            nxt[k] = max(nxt.get(k, 0), src.offset + 1)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in nxt.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, RdKafkaError) and err.code() in _REBALANCE_CODES:
+                log.warning("commit lost to a rebalance (%s); the batch will be re-delivered", err)
+                return {}
+            raise KafkaError(f"offset commit failed: {exc}") from exc
+        return nxt

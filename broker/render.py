@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Plain JSON views of alerts for people (``mmbroker parse``, ``subscribe --json``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from broker.avro import to_record
+from broker.model import Alert
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def alert_json(alert: Alert) -> dict[str, Any]:
+    """The Avro record of ``alert`` as JSON-ready data; sky maps summarized."""
+    rec = to_record(alert)
+    if alert.skymap is not None:
+        rec["skymap"] = {
+            "npix": int(alert.skymap.uniq.size),
+            "source": alert.skymap.source,
+            "area50_deg2": round(alert.skymap.credible_area(0.5), 2),
+            "area90_deg2": round(alert.skymap.credible_area(0.9), 2),
+            "distmean_mpc": alert.skymap.distmean,
+            "diststd_mpc": alert.skymap.diststd,
+        }
+    for r, rel in zip(rec["related"], alert.related, strict=True):
+        if rel.skymap is not None:
+            r["skymap"] = {"npix": int(rel.skymap.uniq.size), "area90_deg2": round(rel.skymap.credible_area(0.9), 2)}
+    out: dict[str, Any] = _jsonable(rec)
+    return out
+
+
+def alert_line(alert: Alert) -> str:
+    """One human line: time, mission/instrument, event, kind, position, tags."""
+    t = alert.event_time.strftime("%Y-%m-%d %H:%M:%S") if alert.event_time else "-" * 19
+    pos = alert.position
+    where = f"RA {pos[0]:8.3f} Dec {pos[1]:+8.3f}" if pos else "no position"
+    inst = f"/{alert.instrument}" if alert.instrument else ""
+    rev = "" if alert.revision is None else f" rev {alert.revision}"
+    tags = ",".join(alert.tags)
+    return f"{t}Z {alert.messenger:8} {alert.mission}{inst} {alert.event_id}{rev} [{alert.kind}] {where} tags={tags}"

@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Crash and shutdown of a worker process on the real broker: no alert is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from broker.archive.sqlite import SQLiteArchive
+from broker.avro import decode_alert
+from broker.config import Settings
+from broker.errors import RejectedNotice
+from broker.formats import parse
+from broker.kafka.clients import client_config
+from broker.replay import notice_paths, replay
+from tests.corpus import NOTICES
+from tests.kafka_helpers import read_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+BATCH = 20
+REPEATS = 8
+
+
+def worker_process(settings: Settings) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update({
+        "MMBROKER_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "MMBROKER_PREFIX": settings.prefix,
+        "MMBROKER_GROUP_ID": settings.group_id,
+        "MMBROKER_INPUT_TOPICS": json.dumps(list(settings.input_topics)),
+        "MMBROKER_ARCHIVE_PATH": str(settings.archive_path),
+        "MMBROKER_KAFKA": json.dumps(settings.kafka),
+        "MMBROKER_BATCH_SIZE": str(BATCH),
+    })
+    return subprocess.Popen([sys.executable, "-m", "broker.cli.main", "run"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def lag(settings: Settings) -> int:
+    """Messages of the input topic not yet committed by the worker group."""
+    c = Consumer(client_config(settings, "consumer"))
+    topic = settings.input_topics[0]
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    committed = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+    total = 0
+    for tp in committed:
+        hi = c.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
+        total += hi - max(tp.offset, 0)
+    c.close()
+    return total
+
+
+def published(settings: Settings) -> int:
+    c = Consumer(client_config(settings, "consumer", **{"group.id": "probe"}))
+    t = settings.alerts_topic
+    meta = c.list_topics(t, timeout=10).topics.get(t)
+    parts = [] if meta is None else list(meta.partitions)
+    n = sum(c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1] for p in parts)
+    c.close()
+    return n
+
+
+def small_notices() -> list:
+    return [f for f in notice_paths([NOTICES]) if f.stat().st_size < 200_000]
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def expected(settings: Settings, files: list) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for f in files:
+        with contextlib.suppress(RejectedNotice):
+            out[parse(f.read_bytes(), settings.input_topics[0]).broker_id] += 1
+    return out
+
+
+def test_kill_9_mid_stream_loses_nothing(settings_factory: Callable[..., Settings]) -> None:
+    settings = settings_factory()
+    files = small_notices() * REPEATS
+    replay(settings, files, settings.input_topics[0])
+    want = expected(settings, files)
+
+    first = worker_process(settings)
+    wait_for(lambda: published(settings) >= 300)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    assert lag(settings) > 0, "the worker finished before it was killed; the test proved nothing"
+
+    second = worker_process(settings)
+    wait_for(lambda: lag(settings) == 0)
+    second.terminate()
+    assert second.wait(30) == 0, second.stderr.read().decode() if second.stderr else ""
+
+    got = Counter(decode_alert(r.value).broker_id for r in read_topic(settings, settings.alerts_topic))
+    assert set(got) == set(want), "an alert is missing from the output topic"
+    extra = sum(got.values()) - sum(want.values())
+    assert 0 <= extra <= BATCH, f"{extra} duplicates: more than the one uncommitted batch"
+    ids = SQLiteArchive(settings.archive_path).broker_ids()
+    assert sorted(ids) == sorted(want), "the archive must hold every alert exactly once"
+
+
+def test_sigterm_finishes_the_batch_and_commits(settings_factory: Callable[..., Settings]) -> None:
+    settings = settings_factory()
+    files = small_notices() * REPEATS
+    replay(settings, files, settings.input_topics[0])
+    want = expected(settings, files)
+
+    first = worker_process(settings)
+    wait_for(lambda: published(settings) >= 300)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    assert lag(settings) > 0
+
+    second = worker_process(settings)
+    wait_for(lambda: lag(settings) == 0)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+
+    got = Counter(decode_alert(r.value).broker_id for r in read_topic(settings, settings.alerts_topic))
+    assert got == want, "a graceful stop must neither lose nor repeat an alert"
