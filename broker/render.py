@@ -17,6 +17,9 @@ def _jsonable(value: Any) -> Any:
         return f"<{len(value)} bytes>"
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], dict):
+        # fastavro's (record name, record) form of a union branch -> {"type": ..., fields}
+        return {"type": value[0].rsplit(".", 1)[-1].lower(), **_jsonable(value[1])}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value

@@ -20,8 +20,6 @@ import pytest
 from broker.config import Settings
 from broker.kafka.embedded import EmbeddedKafka
 
-TEST_KAFKA = {"max.poll.interval.ms": "10000"}
-
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -48,7 +46,6 @@ def settings_factory(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., Sett
             "input_topics": (f"t{uid}.input",),
             "archive_path": tmp_path / f"{uid}.sqlite3",
             "state_dir": tmp_path / uid,
-            "kafka": dict(TEST_KAFKA),
         }
         base.update(overrides)
         return Settings(**base)

@@ -33,8 +33,13 @@ def topics_with_prefix(settings: Settings, prefix: str) -> list[str]:
     return sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
 
 
-def read_topic(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[Record]:
-    """Every message of ``topic`` from the beginning to its current end."""
+def read_topic(settings: Settings, topic: str, timeout_s: float = 30.0, idle_s: float = 2.0) -> list[Record]:
+    """Every message of ``topic`` from the beginning to its current end.
+
+    Tansu's high watermark (ListOffsets LATEST) can lag behind the last
+    offset of batched produces, so the watermark is only a lower bound: we
+    also read until the topic has been idle for ``idle_s`` seconds.
+    """
     conf = client_config(settings, "consumer", **{"group.id": f"reader-{uuid.uuid4().hex[:8]}"})
     c = Consumer(conf)
     meta = c.list_topics(topic, timeout=10).topics[topic]
@@ -46,8 +51,12 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 20.0) -> list[
     out: list[Record] = []
     pos = dict.fromkeys(ends, 0)
     deadline = time.monotonic() + timeout_s
-    while any(pos[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-        for m in c.consume(1000, 0.5):
+    last = time.monotonic()
+    while time.monotonic() < deadline and (
+        any(pos[p] < ends[p] for p in ends) or time.monotonic() - last < idle_s
+    ):
+        for m in c.consume(1000, 0.2):
+            last = time.monotonic()
             if m.error():
                 continue
             p = m.partition() or 0

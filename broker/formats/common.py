@@ -64,6 +64,14 @@ def as_float(value: Any, field: str) -> float:
     return out
 
 
+def finite_float(value: Any, field: str) -> float:
+    """Convert ``value`` to a finite float, else ``invalid_value``."""
+    out = as_float(value, field)
+    if not math.isfinite(out):
+        raise RejectedNotice("invalid_value", f"{field} is not finite: {value!r}")
+    return out
+
+
 def check_position(ra: Any, dec: Any, where: str = "") -> tuple[float, float]:
     """Validate an ICRS position in deg and return it with RA in [0, 360).
 

@@ -36,7 +36,6 @@ refused, as one message must give one alert.  Schema fragments
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -44,10 +43,10 @@ from typing import Any
 
 from broker.errors import RejectedNotice
 from broker.formats.common import (
-    as_float,
     check_position,
     check_probability,
     check_radius,
+    finite_float,
     messenger_for,
     parse_time,
     provenance,
@@ -143,15 +142,8 @@ _FLUX_NAMES = {"erg/cm2/s": "flux_erg_cm2_s", "ph/cm2/s": "flux_ph_cm2_s"}
 # --------------------------------------------------------------------------- value converters
 
 
-def _num(value: Any, field: str) -> float:
-    out = as_float(value, field)
-    if not math.isfinite(out):
-        raise RejectedNotice("invalid_value", f"{field} is not finite: {value!r}")
-    return out
-
-
 def _count(value: Any, field: str) -> int:
-    out = _num(value, field)
+    out = finite_float(value, field)
     if not out.is_integer():
         raise RejectedNotice("invalid_value", f"{field} is not a whole number: {value!r}")
     return int(out)
@@ -171,7 +163,7 @@ def _flag(value: Any, field: str) -> bool:
 
 def _scaled(factor: float) -> Callable[[Any, str], float]:
     def convert(value: Any, field: str) -> float:
-        return _num(value, field) * factor
+        return finite_float(value, field) * factor
 
     return convert
 
@@ -187,24 +179,24 @@ Converter = Callable[[Any, str], PropertyValue]
 _PROPERTIES: tuple[tuple[str, str, Converter], ...] = (
     ("p_astro", "p_astro", check_probability),
     ("signalness", "signalness", check_probability),
-    ("nu_energy", "energy_tev", _num),  # IceCube: TeV
-    ("energy", "energy_raw", _num),  # AMON classic: unit not stated
-    ("energy_limit", "energy_limit_kev", _num),  # Super-K classic: keV
-    ("snr", "snr", _num),
-    ("rate_snr", "rate_snr", _num),
-    ("image_snr", "image_snr", _num),
-    ("rate_duration", "rate_duration_s", _num),
-    ("image_duration", "image_duration_s", _num),
-    ("net_count_rate", "net_count_rate_cts_s", _num),
-    ("t90", "t90_s", _num),
-    ("t50", "t50_s", _num),
-    ("trigger_time_error", "trigger_time_error_s", _num),
-    ("dm", "dm_pc_cm3", _num),
-    ("dm_error", "dm_error_pc_cm3", _num),
-    ("dm_gal_ne_2001_max", "dm_gal_ne2001_max_pc_cm3", _num),
+    ("nu_energy", "energy_tev", finite_float),  # IceCube: TeV
+    ("energy", "energy_raw", finite_float),  # AMON classic: unit not stated
+    ("energy_limit", "energy_limit_kev", finite_float),  # Super-K classic: keV
+    ("snr", "snr", finite_float),
+    ("rate_snr", "rate_snr", finite_float),
+    ("image_snr", "image_snr", finite_float),
+    ("rate_duration", "rate_duration_s", finite_float),
+    ("image_duration", "image_duration_s", finite_float),
+    ("net_count_rate", "net_count_rate_cts_s", finite_float),
+    ("t90", "t90_s", finite_float),
+    ("t50", "t50_s", finite_float),
+    ("trigger_time_error", "trigger_time_error_s", finite_float),
+    ("dm", "dm_pc_cm3", finite_float),
+    ("dm_error", "dm_error_pc_cm3", finite_float),
+    ("dm_gal_ne_2001_max", "dm_gal_ne2001_max_pc_cm3", finite_float),
     ("event_duration", "event_duration_s", _scaled(1e-3)),  # DSA-110: ms
     ("sampling_time", "sampling_time_s", _scaled(1e-3)),  # CHIME: ms
-    ("importance", "importance", _num),
+    ("importance", "importance", finite_float),
     ("association_probability", "association_probability", check_probability),
     ("known_source", "known_source", _text),
     ("update_message", "update_message", _text),
@@ -219,23 +211,23 @@ _PROPERTIES: tuple[tuple[str, str, Converter], ...] = (
     ("pval_generic", "pval_generic", check_probability),
     ("pval_bayesian", "pval_bayesian", check_probability),
     ("p_value", "p_value", check_probability),
-    ("charge", "charge_pe", _num),
-    ("observation_livetime", "observation_livetime_s", _num),
-    ("detection_interval", "detection_interval_s", _num),
-    ("luminosity_distance", "luminosity_distance_mpc", _num),
+    ("charge", "charge_pe", finite_float),
+    ("observation_livetime", "observation_livetime_s", finite_float),
+    ("detection_interval", "detection_interval_s", finite_float),
+    ("luminosity_distance", "luminosity_distance_mpc", finite_float),
     ("trigger_number", "trigger_number", _count),
     ("processed_sample", "processed_sample", _text),
     ("trigger_type", "trigger_type", _text),
     ("subtype", "subtype", _text),
     ("duration_class", "duration_class", _text),
-    ("hardness_ratio", "hardness_ratio", _num),
+    ("hardness_ratio", "hardness_ratio", finite_float),
     ("slew_status", "slew_status", _text),
     ("alert_tense", "alert_tense", _text),
     ("follow_up_type", "follow_up_type", _text),
-    ("loglr", "loglr", _num),
+    ("loglr", "loglr", finite_float),
     ("spectral_class", "spectral_class", _text),
-    ("TS", "ts", _num),
-    ("flux_ratio", "flux_ratio", _num),
+    ("TS", "ts", finite_float),
+    ("flux_ratio", "flux_ratio", finite_float),
     ("snews2_tier", "snews2_tier", _text),
     ("potential_counterpart", "potential_counterpart", _flag),
     ("coincidence_with", "coincidence_with", _joined),
@@ -248,7 +240,7 @@ _PROPERTIES: tuple[tuple[str, str, Converter], ...] = (
 _SUB_EVENT_PROPERTIES: tuple[tuple[str, str, Converter], ...] = (
     ("event_pval_generic", "pval_generic", check_probability),
     ("event_pval_bayesian", "pval_bayesian", check_probability),
-    ("cos_zenith", "cos_zenith", _num),
+    ("cos_zenith", "cos_zenith", finite_float),
     ("prob_evt_topology", "topology", _text),
     ("energy_measured", "energy_tev", _scaled(1e-3)),  # KM3NeT: GeV
 )
@@ -467,7 +459,7 @@ def _ellipse(ra: float, dec: float, axes: list[Any], containment: float | None, 
         return Circle(ra, dec, a, containment, systematic)
     b = check_radius(axes[1], "ra_dec_error[1]")
     try:
-        pa = _num(axes[2], "ra_dec_error[2]") if len(axes) == 3 else 0.0
+        pa = finite_float(axes[2], "ra_dec_error[2]") if len(axes) == 3 else 0.0
     except RejectedNotice as exc:
         raise RejectedNotice("invalid_error_region", exc.reason) from exc
     if b > a:
@@ -536,7 +528,7 @@ def _far(doc: Mapping[str, Any]) -> float | None:
     """``far`` in Hz, as core ``Statistics`` states it."""
     if doc.get("far") is None:
         return None
-    far = _num(doc["far"], "far")
+    far = finite_float(doc["far"], "far")
     if far < 0:
         raise RejectedNotice("invalid_value", f"far {far!r} Hz is negative")
     return far
@@ -574,7 +566,7 @@ def _properties(doc: Mapping[str, Any], classic_type: str | None) -> dict[str, P
         unit = doc.get("flux_unit", "erg/cm2/s")  # core Spectral default
         if unit not in _FLUX_NAMES:
             raise RejectedNotice("invalid_value", f"flux_unit {unit!r} is not one of {sorted(_FLUX_NAMES)}")
-        out[_FLUX_NAMES[unit]] = _num(doc["flux"], "flux")
+        out[_FLUX_NAMES[unit]] = finite_float(doc["flux"], "flux")
     if classic_type is not None:
         out["classic_notice_type"] = classic_type
     return out
@@ -600,7 +592,7 @@ def _related(doc: Mapping[str, Any]) -> tuple[RelatedEvent, ...]:
 
 
 def _optional_num(ext: Mapping[str, Any], field: str) -> float | None:
-    return None if ext.get(field) is None else _num(ext[field], f"external_coincidence.{field}")
+    return None if ext.get(field) is None else finite_float(ext[field], f"external_coincidence.{field}")
 
 
 def _external_coincidence(ext: Mapping[str, Any]) -> RelatedEvent:
@@ -631,7 +623,7 @@ def _sub_event(item: Any, index: int, field: str) -> SubEvent:
     return SubEvent(
         event_id=ids[0] if ids else None,
         time=None if item.get("trigger_time") is None else parse_time(item["trigger_time"], f"{field}.trigger_time"),
-        time_offset=None if item.get("event_dt") is None else _num(item["event_dt"], f"{field}.event_dt"),
+        time_offset=None if item.get("event_dt") is None else finite_float(item["event_dt"], f"{field}.event_dt"),
         region=_region(loc, _DEFAULT_CONTAINMENT, f"{field}[{index}]"),
         properties=_table(item, _SUB_EVENT_PROPERTIES),
     )

@@ -24,14 +24,13 @@ LVK-internal GraceDB API records and igwn-alert (LVAlert) messages are only
 from __future__ import annotations
 
 import io
-import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from broker.errors import RejectedNotice
-from broker.formats.common import as_float, parse_time, provenance
+from broker.formats.common import finite_float, parse_time, provenance
 from broker.formats.skymap import decode_base64_skymap, decode_fits_skymap
 from broker.model import Alert, AlertKind, PropertyValue, RelatedEvent, SkyMap, SourceFormat
 
@@ -327,7 +326,7 @@ def _external_coinc(coinc: Any, decode_skymap: _SkymapDecoder) -> RelatedEvent:
         event_id=None if notice_id is None else str(notice_id),
         ivorn=_opt_str(coinc, "ivorn", "external_coinc.ivorn"),
         search=_opt_str(coinc, "search", "external_coinc.search"),
-        time_difference=None if dt is None else _finite(dt, "external_coinc.time_difference"),
+        time_difference=None if dt is None else finite_float(dt, "external_coinc.time_difference"),
         far_temporal=_opt_far(coinc.get("time_coincidence_far"), "external_coinc.time_coincidence_far"),
         far_spatiotemporal=_opt_far(
             coinc.get("time_sky_position_coincidence_far"), "external_coinc.time_sky_position_coincidence_far"
@@ -367,16 +366,9 @@ def _bool(value: Any, field: str) -> bool:
     return value
 
 
-def _finite(value: Any, field: str) -> float:
-    f = as_float(value, field)
-    if not math.isfinite(f):
-        raise RejectedNotice("invalid_value", f"{field} is not finite: {value!r}")
-    return f
-
-
 def _far(value: Any, field: str) -> float:
     """A false-alarm rate in Hz: finite and >= 0."""
-    f = _finite(value, field)
+    f = finite_float(value, field)
     if f < 0.0:
         raise RejectedNotice("invalid_value", f"{field} = {value!r} Hz is negative")
     return f
@@ -402,7 +394,7 @@ def _classification(value: Any) -> dict[str, float]:
         raise RejectedNotice("invalid_value", f"event.classification is not an object: {value!r}")
     out: dict[str, float] = {}
     for name, p in value.items():
-        f = _finite(p, f"event.classification.{name}")
+        f = finite_float(p, f"event.classification.{name}")
         if not 0.0 <= f <= 1.0:
             raise RejectedNotice("invalid_value", f"event.classification.{name} = {p!r} is not a probability")
         out[str(name)] = f
@@ -427,15 +419,15 @@ def _event_properties(event: Mapping[str, Any]) -> dict[str, PropertyValue]:
             if isinstance(value, bool | str):
                 out[_property_name(str(name))] = value
             elif value is not None:
-                out[_property_name(str(name))] = _finite(value, field)
+                out[_property_name(str(name))] = finite_float(value, field)
     for key in ("group", "pipeline", "search"):
         value = _opt_str(event, key, f"event.{key}")
         if value is not None:
             out[key] = value
     duration = event.get("duration")
     if duration is not None:
-        out["duration_s"] = _finite(duration, "event.duration")
+        out["duration_s"] = finite_float(duration, "event.duration")
     frequency = event.get("central_frequency")
     if frequency is not None:
-        out["central_frequency_hz"] = _finite(frequency, "event.central_frequency")
+        out["central_frequency_hz"] = finite_float(frequency, "event.central_frequency")
     return out
