@@ -106,48 +106,80 @@ def worker_throughput(settings: Settings, n: int) -> float:
     return n / dt
 
 
-def latency(settings: Settings, payloads: list[bytes], rate: float, seconds: float) -> tuple[float, float, int]:
-    """p50, p99 (ms) from input produce to arrival on the tag topics, at ``rate`` messages/s."""
-    w = Worker(settings, SQLiteArchive(settings.archive_path))
-    stop = threading.Event()
-    th = threading.Thread(target=lambda: w.run(), daemon=True)
+class BareRelay:
+    """The baseline: consume -> produce to one output topic -> flush -> commit, nothing else."""
+
+    def __init__(self, settings: Settings, out: str) -> None:
+        self.settings, self.out = settings, out
+        self.assigned = threading.Event()
+        self._stop = threading.Event()
+        ensure_topics(settings, [out])
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        s = self.settings
+        c = Consumer(client_config(s, "consumer"))
+        p = Producer(client_config(s, "producer"))
+        c.subscribe(list(s.input_topics), on_assign=lambda *_: self.assigned.set())
+        while not self._stop.is_set():
+            msgs = c.consume(s.batch_size, s.batch_timeout_ms / 1000)
+            offs: dict[tuple[str, int], int] = {}
+            for m in msgs:
+                if m.error():
+                    continue
+                ts = str(m.timestamp()[1]).encode()
+                p.produce(self.out, m.value(), m.key(), headers=[("source-timestamp-ms", ts)])
+                offs[(m.topic(), m.partition())] = m.offset() + 1
+            if offs:
+                p.flush(30)
+                c.commit(offsets=[TopicPartition(t, q, o) for (t, q), o in offs.items()], asynchronous=False)
+        c.close()
+
+
+def latency(relay: Worker | BareRelay, settings: Settings, outputs: list[str], payloads: list[bytes],
+            rate: float, seconds: float, warmup_s: float = 3.0) -> tuple[float, float, int]:
+    """p50, p99 (ms) from input produce to arrival on ``outputs`` at ``rate`` messages/s.
+
+    The first ``warmup_s`` seconds of input (producer initialization, group
+    joins, metadata) are sent but not measured.
+    """
     sub = Consumer(client_config(settings, "consumer", **{"group.id": f"lat-{uuid.uuid4().hex[:6]}"}))
-    tag_topics = [settings.tag_topic(t) for t in (*MESSENGERS, "test", "retraction")]
-    ensure_topics(settings, tag_topics)
-    sub.subscribe(tag_topics)
-    while not sub.assignment():
-        sub.poll(0.1)
+    ensure_topics(settings, outputs)
+    sub.subscribe(outputs)
+    th = threading.Thread(target=relay.run, daemon=True)
     th.start()
-    time.sleep(3.0)  # group join of the worker
+    relay.assigned.wait(60)
     p = Producer(client_config(settings, "producer", **{"linger.ms": "0"}))
-    sent: dict[bytes, float] = {}
-    lat: list[float] = []
+    measure_from_ms = [float("inf")]
 
     def produce() -> None:
-        period, t_next = 1.0 / rate, time.perf_counter()
-        for i in range(int(rate * seconds)):
-            key = f"k{i}".encode()
-            sent[key] = time.time()
-            p.produce(settings.input_topics[0], payloads[i % len(payloads)], key=key)
+        period, t_next, t0 = 1.0 / rate, time.perf_counter(), time.time()
+        i = 0
+        while time.time() - t0 < warmup_s + seconds:
+            if measure_from_ms[0] == float("inf") and time.time() - t0 >= warmup_s:
+                measure_from_ms[0] = time.time() * 1000
+            p.produce(settings.input_topics[0], payloads[i % len(payloads)])
             p.poll(0)
+            i += 1
             t_next += period
             time.sleep(max(0.0, t_next - time.perf_counter()))
         p.flush(10)
-        stop.set()
 
     prod = threading.Thread(target=produce, daemon=True)
     prod.start()
-    deadline = time.time() + seconds + 20
-    expected = int(rate * seconds)
-    while len(lat) < expected and time.time() < deadline:
+    lat: list[float] = []
+    last = time.time()
+    while prod.is_alive() or time.time() - last < 3.0:
         for m in sub.consume(1000, 0.05):
             if m.error():
                 continue
-            hdr = dict(m.headers() or [])
-            src = hdr.get("source-timestamp-ms")
-            if src is not None:
+            last = time.time()
+            src = dict(m.headers() or []).get("source-timestamp-ms")
+            if src is not None and float(src) >= measure_from_ms[0]:
                 lat.append(time.time() * 1000 - float(src))
-    w.request_stop()
+    relay.request_stop()
     th.join(20)
     sub.close()
     arr = np.array(lat)
@@ -180,7 +212,12 @@ def main() -> None:
         wk = worker_throughput(s1, args.messages)
         s2 = settings("l")
         ensure_topics(s2, [s2.input_topics[0]], 3)
-        p50, p99, n = latency(s2, payloads, args.rate, args.seconds)
+        tags = [s2.tag_topic(t) for t in (*MESSENGERS, "test", "retraction")]
+        p50, p99, n = latency(Worker(s2, SQLiteArchive(s2.archive_path)), s2, tags, payloads, args.rate, args.seconds)
+        s3 = settings("b")
+        ensure_topics(s3, [s3.input_topics[0]], 3)
+        out = f"{s3.prefix}.copy"
+        b50, b99, bn = latency(BareRelay(s3, out), s3, [out], payloads, args.rate, args.seconds)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -190,8 +227,10 @@ def main() -> None:
     print(f"worker end to end         : {wk:10.0f} alerts/s")
     print(f"bare consume-produce pass : {pt:10.0f} msgs/s")
     print(f"ratio worker / pass-through: {wk / pt:9.3f}")
-    print(f"latency produce -> {s2.prefix}.tag.* at {args.rate:.0f}/s over {args.seconds:.0f} s "
-          f"({n} alerts): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"latency produce -> worker -> tag topics at {args.rate:.0f}/s over {args.seconds:.0f} s "
+          f"({n} arrivals): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"latency produce -> bare relay -> topic (same broker, same rate, {bn} arrivals): "
+          f"p50 {b50:.1f} ms, p99 {b99:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     prefix: str = "mmbroker"
     group_id: str = "mmbroker-worker"
     batch_size: int = Field(default=500, ge=1)
-    batch_timeout_ms: int = Field(default=50, ge=1)
+    batch_timeout_ms: int = Field(default=20, ge=1)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     archive_path: Path = Path(".mmbroker/archive.sqlite3")
     state_dir: Path = Path(".mmbroker")
@@ -118,11 +118,22 @@ class Settings(BaseSettings):
         """Topic receiving the alerts that carry ``tag``."""
         return f"{self.prefix}.tag.{tag}"
 
+    def __repr_args__(self) -> Any:
+        """Arguments shown by ``repr``/``str``: passwords in ``kafka`` masked."""
+        for name, value in super().__repr_args__():
+            if name == "kafka" and isinstance(value, dict):
+                value = _mask(value)
+            yield name, value
+
     def redacted(self) -> dict[str, Any]:
         """Settings as a dict safe to print: secrets and SASL passwords masked."""
         out = self.model_dump(mode="json")
-        out["kafka"] = {k: ("**********" if _is_secret_key(k) else v) for k, v in self.kafka.items()}
+        out["kafka"] = _mask(self.kafka)
         return out
+
+
+def _mask(kafka: dict[str, str]) -> dict[str, str]:
+    return {k: ("**********" if _is_secret_key(k) else v) for k, v in kafka.items()}
 
 
 def _is_secret_key(key: str) -> bool:

@@ -22,6 +22,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Literal, TypeAlias
 
 import numpy as np
@@ -263,7 +264,7 @@ class Alert:
         """Identity of the upstream event across revisions: ``mission/event_id``."""
         return f"{self.mission}/{self.event_id}"
 
-    @property
+    @cached_property
     def broker_id(self) -> str:
         """Deterministic id of this revision (same bytes re-delivered, same id)."""
         h = hashlib.sha256(

@@ -20,10 +20,15 @@ HPX_ORDER = 14
 
 @dataclass(frozen=True)
 class ArchivedAlert:
-    """An alert to archive, with the message it came from and its raw bytes."""
+    """An alert to archive, with the message it came from and its Avro encoding.
+
+    ``encoded`` is :func:`broker.avro.encode_alert` of ``alert``, computed once
+    by the worker for both the topics and the archive.
+    """
 
     alert: Alert
     source: SourceMessage
+    encoded: bytes
 
 
 class Archive(Protocol):

@@ -21,7 +21,7 @@ import healpy as hp
 import numpy as np
 
 from broker.archive import HPX_ORDER, ArchivedAlert
-from broker.avro import decode_alert, encode_alert
+from broker.avro import decode_alert
 from broker.errors import ArchiveError
 from broker.model import Alert, Circle, Ellipse
 
@@ -103,19 +103,29 @@ class SQLiteArchive:
         except sqlite3.Error as exc:
             raise ArchiveError(f"cannot open archive {self.path}: {exc}") from exc
 
-    def _row(self, item: ArchivedAlert, now_us: int) -> tuple[Any, ...]:
+    @staticmethod
+    def _row(item: ArchivedAlert, pos: tuple[float, float] | None, hpx: int | None, now_us: int) -> tuple[Any, ...]:
         a, src = item.alert, item.source
-        pos = a.position
-        hpx = None
-        if pos is not None:
-            hpx = int(hp.ang2pix(1 << HPX_ORDER, pos[0], pos[1], nest=True, lonlat=True))
         return (
             a.broker_id, a.event_key, a.mission, a.event_id, a.revision, a.kind, int(a.is_test), a.messenger,
             a.instrument, a.notice_type, _us(a.event_time), _us(a.issued), now_us,
             None if pos is None else pos[0], None if pos is None else pos[1], _error_radius(a), hpx, a.far,
             json.dumps(list(a.tags)), a.provenance.raw_sha256, src.topic, src.partition, src.offset,
-            encode_alert(a),
+            item.encoded,
         )
+
+    @staticmethod
+    def _pixels(positions: list[tuple[float, float] | None]) -> list[int | None]:
+        """HEALPix nested pixels at HPX_ORDER of the positions, in one vectorised call."""
+        known = [i for i, p in enumerate(positions) if p is not None]
+        out: list[int | None] = [None] * len(positions)
+        if known:
+            ra = np.array([positions[i][0] for i in known])  # type: ignore[index]
+            dec = np.array([positions[i][1] for i in known])  # type: ignore[index]
+            pix = hp.ang2pix(1 << HPX_ORDER, ra, dec, nest=True, lonlat=True)
+            for i, p in zip(known, np.atleast_1d(pix), strict=True):
+                out[i] = int(p)
+        return out
 
     def write_batch(self, items: Sequence[ArchivedAlert]) -> int:
         """Store a batch in one transaction; return the number of new alerts.
@@ -126,13 +136,18 @@ class SQLiteArchive:
             On any database failure (the transaction is rolled back).
         """
         now_us = int(time.time() * 1e6)
+        positions = [i.alert.position for i in items]
+        rows = [
+            self._row(i, pos, hpx, now_us)
+            for i, pos, hpx in zip(items, positions, self._pixels(positions), strict=True)
+        ]
         try:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             before = self._db.total_changes
             cur.executemany(
                 _INSERT_ALERT,
-                [self._row(i, now_us) for i in items],
+                rows,
             )
             new = self._db.total_changes - before
             cur.executemany(

@@ -105,9 +105,11 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from lxml import etree
 
@@ -298,11 +300,12 @@ def _local(el: etree._Element) -> str | None:
     tag = el.tag
     if not isinstance(tag, str):  # processing instruction, entity reference
         return None
-    return etree.QName(tag).localname
+    return tag.rpartition("}")[2]
 
 
 def _children(el: etree._Element, name: str) -> Iterator[etree._Element]:
-    return (c for c in el if _local(c) == name)
+    # "{*}name" matches the local name in any namespace or none (done in C by lxml).
+    return el.iterchildren("{*}" + name)
 
 
 def _child(el: etree._Element | None, name: str) -> etree._Element | None:
@@ -314,7 +317,7 @@ def _child(el: etree._Element | None, name: str) -> etree._Element | None:
 def _first_descendant(el: etree._Element | None, name: str) -> etree._Element | None:
     if el is None:
         return None
-    return next((d for d in el.iter() if d is not el and _local(d) == name), None)
+    return next(el.iterdescendants("{*}" + name), None)
 
 
 def _text(el: etree._Element | None) -> str | None:
@@ -324,8 +327,20 @@ def _text(el: etree._Element | None) -> str | None:
     return t or None
 
 
+_PARSERS = threading.local()
+
+
+def _xml_parser() -> etree.XMLParser:
+    """The hardened parser, one per thread (lxml parsers are not thread-safe)."""
+    parser: etree.XMLParser | None = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+        _PARSERS.parser = parser
+    return parser
+
+
 def _parse_xml(raw: bytes) -> etree._Element:
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+    parser = _xml_parser()
     try:
         root = etree.fromstring(raw, parser)  # hardened parser above
     except etree.XMLSyntaxError as exc:
@@ -345,8 +360,7 @@ def _parse_xml(raw: bytes) -> etree._Element:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Param:
+class _Param(NamedTuple):
     """One ``<Param>``: its value, unit and the group it sits in (``""`` at top level)."""
 
     name: str
@@ -362,9 +376,10 @@ class _What:
         self.params: list[_Param] = []
         self.top: list[_Param] = []
         self.groups: dict[str, list[_Param]] = {}
+        self._first: dict[str, _Param] = {}
         if what is None:
             return
-        for el in what:
+        for el in what.iterchildren("{*}Param", "{*}Group"):
             name = _local(el)
             if name == "Param":
                 param = self._param(el, "")
@@ -376,24 +391,25 @@ class _What:
                 for key in keys:
                     self.groups.setdefault(key.lower(), []).extend(members)
                 self.params.extend(members)
+        # First non-empty Param of each name, top level before groups.
+        for p in (*self.top, *self.params):
+            if p.value not in (None, "") and p.name not in self._first:
+                self._first[p.name] = p
 
     @staticmethod
     def _param(el: etree._Element, group: str) -> _Param:
         value = el.get("value")
+        unit = el.get("unit")
         return _Param(
-            name=el.get("name") or "",
-            value=value.strip() if value is not None else None,
-            unit=(el.get("unit") or "").strip() or None,
-            group=group,
+            el.get("name") or "",
+            value.strip() if value is not None else None,
+            (unit.strip() or None) if unit else None,
+            group,
         )
 
     def get(self, name: str) -> _Param | None:
         """The first ``Param`` called ``name`` (top level before groups)."""
-        for params in (self.top, self.params):
-            found = next((p for p in params if p.name == name and p.value not in (None, "")), None)
-            if found is not None:
-                return found
-        return None
+        return self._first.get(name)
 
     def value(self, name: str) -> str | None:
         p = self.get(name)

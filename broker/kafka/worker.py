@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -156,7 +157,17 @@ class Worker:
         self.consumer = consumer or make_consumer(settings)
         self.producer = producer or make_producer(settings)
         self._delivery_errors: list[str] = []
-        self.consumer.subscribe(list(settings.input_topics))
+        self._published: Counter[str] = Counter()
+        self.assigned = threading.Event()
+        """Set once the group has assigned this worker partitions (for callers in other threads)."""
+        self.consumer.subscribe(list(settings.input_topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %d partitions", len(partitions))
+        self.assigned.set()
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("revoked %d partitions", len(partitions))
 
     # Control ------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -214,15 +225,14 @@ class Worker:
         result = BatchResult(consumed=len(batch))
         if not batch:
             return result
-        for src in batch:
-            self.metrics.consumed.labels(src.topic).inc()
+        for topic, n in Counter(src.topic for src in batch).items():
+            self.metrics.consumed.labels(topic).inc(n)
         good, result.dead_letters = normalize(batch, self.settings.max_message_bytes)
         alerts = self.pipeline.run([a for _, a in good])
         result.alerts = alerts
-        result.published = self.publish(list(zip([s for s, _ in good], alerts, strict=True)), result.dead_letters)
-        result.archived_new = self.archive.write_batch(
-            [ArchivedAlert(a, s) for (s, _), a in zip(good, alerts, strict=True)]
-        )
+        items = [ArchivedAlert(a, s, encode_alert(a)) for (s, _), a in zip(good, alerts, strict=True)]
+        result.published = self.publish(items, result.dead_letters)
+        result.archived_new = self.archive.write_batch(items)
         self.metrics.archived.inc(result.archived_new)
         result.committed = self.commit(batch)
         return result
@@ -241,7 +251,7 @@ class Worker:
                 break
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: serve deliveries, retry
-        self.metrics.published.labels(topic).inc()
+        self._published[topic] += 1
 
     def _ensure(self, topics: Iterable[str]) -> None:
         missing = [t for t in topics if t not in self._known_topics]
@@ -249,7 +259,7 @@ class Worker:
             ensure_topics(self.settings, missing)
             self._known_topics.update(missing)
 
-    def publish(self, pairs: list[tuple[SourceMessage, Alert]], dead: list[DeadLetter]) -> int:
+    def publish(self, items: list[ArchivedAlert], dead: list[DeadLetter]) -> int:
         """Produce alerts, tag copies and dead letters; wait until all are acknowledged.
 
         Raises
@@ -259,11 +269,11 @@ class Worker:
             uncommitted and the batch is re-delivered).
         """
         s = self.settings
-        self._ensure({s.tag_topic(t) for _, a in pairs for t in a.tags})
+        self._ensure({s.tag_topic(t) for i in items for t in i.alert.tags})
         fp = schema_fingerprint()
         n = 0
-        for src, alert in pairs:
-            value = encode_alert(alert)
+        for item in items:
+            src, alert, value = item.source, item.alert, item.encoded
             headers: list[tuple[str, str | bytes | None]] = [
                 ("content-type", b"application/vnd.mmbroker.alert+avro"),
                 ("avro-schema-fingerprint", fp),
@@ -278,11 +288,15 @@ class Worker:
             for topic in (s.alerts_topic, *(s.tag_topic(t) for t in alert.tags)):
                 self._produce(topic, value, key, headers)
                 n += 1
-            self.metrics.alerts.labels(alert.messenger).inc()
         for d in dead:
             self._dead_letter(d)
             n += 1
         self._flush()
+        for messenger, k in Counter(i.alert.messenger for i in items).items():
+            self.metrics.alerts.labels(messenger).inc(k)
+        for topic, k in self._published.items():
+            self.metrics.published.labels(topic).inc(k)
+        self._published.clear()
         return n
 
     def _dead_letter(self, d: DeadLetter) -> None:
