@@ -95,6 +95,7 @@ def passthrough(settings: Settings, topic: str, n: int, batch: int) -> float:
 
 def worker_throughput(settings: Settings, n: int) -> float:
     w = Worker(settings, SQLiteArchive(settings.archive_path))
+    w.assigned.wait(60)
     done, t0 = 0, None
     while done < n:
         r = w.step()
@@ -192,6 +193,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--max-notice-bytes", type=int, default=200_000)
+    ap.add_argument("--parse-processes", type=int, default=2, help="parse processes of the second worker run")
     args = ap.parse_args()
 
     payloads = corpus(args.max_notice_bytes)
@@ -202,14 +204,17 @@ def main() -> None:
         embedded = EmbeddedKafka(log_path=tmp / "tansu.log").start()
         bootstrap = embedded.bootstrap_servers
     try:
-        def settings(tag: str) -> Settings:
+        def settings(tag: str, **more: int) -> Settings:
             return Settings(bootstrap_servers=bootstrap, prefix=f"bench{tag}", group_id=f"bench{tag}",
-                            input_topics=(f"bench{tag}.input",), archive_path=tmp / f"{tag}.sqlite3")
+                            input_topics=(f"bench{tag}.input",), archive_path=tmp / f"{tag}.sqlite3", **more)
 
         s1 = settings("t")
         fill(s1, s1.input_topics[0], payloads, args.messages)
         pt = passthrough(s1, s1.input_topics[0], args.messages, s1.batch_size)
         wk = worker_throughput(s1, args.messages)
+        s4 = settings("p", parse_processes=args.parse_processes)
+        fill(s4, s4.input_topics[0], payloads, args.messages)
+        wkp = worker_throughput(s4, args.messages)
         s2 = settings("l")
         ensure_topics(s2, [s2.input_topics[0]], 3)
         tags = [s2.tag_topic(t) for t in (*MESSENGERS, "test", "retraction")]
@@ -224,9 +229,10 @@ def main() -> None:
     sizes = np.array([len(x) for x in payloads])
     print(f"corpus: {len(payloads)} distinct real notices that become alerts "
           f"(median {np.median(sizes):.0f} B, max {sizes.max()} B), {args.messages} messages")
-    print(f"worker end to end         : {wk:10.0f} alerts/s")
-    print(f"bare consume-produce pass : {pt:10.0f} msgs/s")
-    print(f"ratio worker / pass-through: {wk / pt:9.3f}")
+    print(f"worker end to end, parsing in-process       : {wk:8.0f} alerts/s")
+    print(f"worker end to end, {args.parse_processes} parse processes        : {wkp:8.0f} alerts/s")
+    print(f"bare consume-produce pass-through           : {pt:8.0f} msgs/s")
+    print(f"ratio worker / pass-through                 : {wk / pt:8.3f} (in-process), {wkp / pt:.3f} (pool)")
     print(f"latency produce -> worker -> tag topics at {args.rate:.0f}/s over {args.seconds:.0f} s "
           f"({n} arrivals): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     print(f"latency produce -> bare relay -> topic (same broker, same rate, {bn} arrivals): "

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
         A micro-batch closes after this many messages or this many ms (ms).
     max_message_bytes
         Larger input payloads are dead-lettered as oversized (bytes).
+    parse_processes
+        Processes parsing large batches in parallel (0: parse in the worker).
     archive_path
         SQLite archive file.
     gcn_client_id, gcn_client_secret, gcn_domain
@@ -71,6 +73,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=1)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    parse_processes: int = Field(default=0, ge=0)
     archive_path: Path = Path(".mmbroker/archive.sqlite3")
     state_dir: Path = Path(".mmbroker")
     gcn_client_id: str | None = None

@@ -59,7 +59,7 @@ def parse(payload: bytes, topic: str | None = None, *, max_size: int | None = No
     """
     if max_size is not None and len(payload) > max_size:
         raise RejectedNotice("oversized", f"payload of {len(payload)} bytes exceeds the limit of {max_size} bytes")
-    if not payload.strip():
+    if not payload or payload.isspace():
         raise RejectedNotice("empty", "empty payload")
     kind = sniff(payload)
     if kind == "avro":

@@ -64,6 +64,20 @@ def as_float(value: Any, field: str) -> float:
     return out
 
 
+def as_text(value: Any, field: str) -> str:
+    """``value`` if it is a string, else ``invalid_value``."""
+    if not isinstance(value, str):
+        raise RejectedNotice("invalid_value", f"{field} is not a string: {value!r}")
+    return value
+
+
+def as_bool(value: Any, field: str) -> bool:
+    """``value`` if it is a JSON boolean, else ``invalid_value``."""
+    if not isinstance(value, bool):
+        raise RejectedNotice("invalid_value", f"{field} is not a boolean: {value!r}")
+    return value
+
+
 def finite_float(value: Any, field: str) -> float:
     """Convert ``value`` to a finite float, else ``invalid_value``."""
     out = as_float(value, field)

@@ -43,6 +43,8 @@ from typing import Any
 
 from broker.errors import RejectedNotice
 from broker.formats.common import (
+    as_bool,
+    as_text,
     check_position,
     check_probability,
     check_radius,
@@ -149,18 +151,6 @@ def _count(value: Any, field: str) -> int:
     return int(out)
 
 
-def _text(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise RejectedNotice("invalid_value", f"{field} is not a string: {value!r}")
-    return value
-
-
-def _flag(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise RejectedNotice("invalid_value", f"{field} is not a boolean: {value!r}")
-    return value
-
-
 def _scaled(factor: float) -> Callable[[Any, str], float]:
     def convert(value: Any, field: str) -> float:
         return finite_float(value, field) * factor
@@ -198,12 +188,12 @@ _PROPERTIES: tuple[tuple[str, str, Converter], ...] = (
     ("sampling_time", "sampling_time_s", _scaled(1e-3)),  # CHIME: ms
     ("importance", "importance", finite_float),
     ("association_probability", "association_probability", check_probability),
-    ("known_source", "known_source", _text),
-    ("update_message", "update_message", _text),
-    ("pipeline", "pipeline", _text),
-    ("search", "search", _text),
-    ("group", "group", _text),
-    ("alert_topology", "topology", _text),
+    ("known_source", "known_source", as_text),
+    ("update_message", "update_message", as_text),
+    ("pipeline", "pipeline", as_text),
+    ("search", "search", as_text),
+    ("group", "group", as_text),
+    ("alert_topology", "topology", as_text),
     ("number_of_events", "n_events", _count),
     ("n_events", "n_events", _count),
     ("n_ibd_events", "n_ibd_events", _count),
@@ -216,23 +206,23 @@ _PROPERTIES: tuple[tuple[str, str, Converter], ...] = (
     ("detection_interval", "detection_interval_s", finite_float),
     ("luminosity_distance", "luminosity_distance_mpc", finite_float),
     ("trigger_number", "trigger_number", _count),
-    ("processed_sample", "processed_sample", _text),
-    ("trigger_type", "trigger_type", _text),
-    ("subtype", "subtype", _text),
-    ("duration_class", "duration_class", _text),
+    ("processed_sample", "processed_sample", as_text),
+    ("trigger_type", "trigger_type", as_text),
+    ("subtype", "subtype", as_text),
+    ("duration_class", "duration_class", as_text),
     ("hardness_ratio", "hardness_ratio", finite_float),
-    ("slew_status", "slew_status", _text),
-    ("alert_tense", "alert_tense", _text),
-    ("follow_up_type", "follow_up_type", _text),
+    ("slew_status", "slew_status", as_text),
+    ("alert_tense", "alert_tense", as_text),
+    ("follow_up_type", "follow_up_type", as_text),
     ("loglr", "loglr", finite_float),
-    ("spectral_class", "spectral_class", _text),
+    ("spectral_class", "spectral_class", as_text),
     ("TS", "ts", finite_float),
     ("flux_ratio", "flux_ratio", finite_float),
-    ("snews2_tier", "snews2_tier", _text),
-    ("potential_counterpart", "potential_counterpart", _flag),
+    ("snews2_tier", "snews2_tier", as_text),
+    ("potential_counterpart", "potential_counterpart", as_bool),
     ("coincidence_with", "coincidence_with", _joined),
-    ("target_name", "target_name", _text),
-    ("facility_name", "facility", _text),
+    ("target_name", "target_name", as_text),
+    ("facility_name", "facility", as_text),
     ("rank", "rank", _count),
 )
 """Scalar notice fields copied to :attr:`Alert.properties`: (field, property name, converter)."""
@@ -241,7 +231,7 @@ _SUB_EVENT_PROPERTIES: tuple[tuple[str, str, Converter], ...] = (
     ("event_pval_generic", "pval_generic", check_probability),
     ("event_pval_bayesian", "pval_bayesian", check_probability),
     ("cos_zenith", "cos_zenith", finite_float),
-    ("prob_evt_topology", "topology", _text),
+    ("prob_evt_topology", "topology", as_text),
     ("energy_measured", "energy_tev", _scaled(1e-3)),  # KM3NeT: GeV
 )
 
@@ -439,7 +429,7 @@ def _containment(loc: Mapping[str, Any], schema_default: float | None) -> float 
 
 def _systematic(loc: Mapping[str, Any]) -> bool | None:
     value = loc.get("systematic_included")
-    return None if value is None else _flag(value, "systematic_included")
+    return None if value is None else as_bool(value, "systematic_included")
 
 
 def _other_radii(loc: Mapping[str, Any]) -> tuple[ContainmentRadius, ...]:
@@ -739,7 +729,7 @@ def from_gcn_json(doc: dict[str, Any], raw: bytes, topic: str | None = None) -> 
         skymap=_skymap(doc),
         skymap_url=doc.get("healpix_url") if isinstance(doc.get("healpix_url"), str) else None,
         far=_far(doc),
-        significant=None if doc.get("significant") is None else _flag(doc["significant"], "significant"),
+        significant=None if doc.get("significant") is None else as_bool(doc["significant"], "significant"),
         classification=_classification(doc),
         properties=_properties(doc, classic_type if isinstance(classic_type, str) else None),
         related=_related(doc) + links,

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.errors import RejectedNotice
-from broker.formats.common import finite_float, parse_time, provenance
+from broker.formats.common import as_bool, finite_float, parse_time, provenance
 from broker.formats.skymap import decode_base64_skymap, decode_fits_skymap
 from broker.model import Alert, AlertKind, PropertyValue, RelatedEvent, SkyMap, SourceFormat
 
@@ -269,7 +269,7 @@ def _build(
     else:
         event_time = parse_time(_required(event, "time", "event.time"), "event.time")
         far = _far(_required(event, "far", "event.far"), "event.far")
-        significant = _bool(_required(event, "significant", "event.significant"), "event.significant")
+        significant = as_bool(_required(event, "significant", "event.significant"), "event.significant")
         instruments = _instruments(event.get("instruments"))
         if instruments:
             instrument = ",".join(instruments)
@@ -357,12 +357,6 @@ def _opt_str(doc: Mapping[str, Any], key: str, field: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise RejectedNotice("invalid_value", f"{field} is not a string: {value!r}")
-    return value
-
-
-def _bool(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise RejectedNotice("invalid_value", f"{field} is not a boolean: {value!r}")
     return value
 
 

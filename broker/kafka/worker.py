@@ -28,11 +28,11 @@ from broker import __version__
 from broker.archive import Archive, ArchivedAlert
 from broker.avro import encode_alert, schema_fingerprint
 from broker.config import Settings
-from broker.errors import KafkaError, RejectedNotice
-from broker.formats import parse
+from broker.errors import KafkaError
 from broker.kafka.clients import ensure_topics, make_consumer, make_producer
 from broker.metrics import WorkerMetrics
 from broker.model import Alert, SourceMessage
+from broker.normalize import DeadLetter, Normalizer
 from broker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,6 @@ _REBALANCE_CODES = {
 
 #: Largest DLQ value we try before keeping only a prefix of an oversized payload.
 _DLQ_TRUNCATE_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A message that did not become an alert, and why."""
-
-    source: SourceMessage
-    code: str
-    reason: str
 
 
 @dataclass
@@ -100,28 +91,6 @@ def source_message(m: Message) -> SourceMessage:
     )
 
 
-def normalize(
-    messages: Iterable[SourceMessage], max_size: int
-) -> tuple[list[tuple[SourceMessage, Alert]], list[DeadLetter]]:
-    """Parse every message; split into alerts and dead letters.
-
-    A parser failure other than :class:`RejectedNotice` is a parser bug met
-    on some input: it is dead-lettered as ``parser_error`` (and logged with
-    its traceback) rather than allowed to stop the stream.
-    """
-    good: list[tuple[SourceMessage, Alert]] = []
-    bad: list[DeadLetter] = []
-    for src in messages:
-        try:
-            good.append((src, parse(src.value, src.topic, max_size=max_size)))
-        except RejectedNotice as exc:
-            bad.append(DeadLetter(src, exc.code, exc.reason))
-        except Exception as exc:  # a parser bug must not stop the stream
-            log.exception("parser failed on %s", src.coordinates)
-            bad.append(DeadLetter(src, "parser_error", f"internal parser error: {type(exc).__name__}: {exc}"))
-    return good, bad
-
-
 class Worker:
     """One consumer-group member running the whole chain on micro-batches.
 
@@ -154,6 +123,7 @@ class Worker:
         self._known_topics: set[str] = set()
         ensure_topics(settings, [settings.alerts_topic, settings.dlq_topic])
         self._known_topics.update([settings.alerts_topic, settings.dlq_topic])
+        self.normalize = Normalizer(settings.max_message_bytes, settings.parse_processes)
         self.consumer = consumer or make_consumer(settings)
         self.producer = producer or make_producer(settings)
         self._delivery_errors: list[str] = []
@@ -193,6 +163,7 @@ class Worker:
         """Flush the producer and leave the consumer group."""
         self.producer.flush(10)
         self.consumer.close()
+        self.normalize.close()
 
     # One batch ----------------------------------------------------------------
     def poll_batch(self) -> list[SourceMessage]:
@@ -227,7 +198,7 @@ class Worker:
             return result
         for topic, n in Counter(src.topic for src in batch).items():
             self.metrics.consumed.labels(topic).inc(n)
-        good, result.dead_letters = normalize(batch, self.settings.max_message_bytes)
+        good, result.dead_letters = self.normalize(batch)
         alerts = self.pipeline.run([a for _, a in good])
         result.alerts = alerts
         items = [ArchivedAlert(a, s, encode_alert(a)) for (s, _), a in zip(good, alerts, strict=True)]
