@@ -82,3 +82,20 @@ def test_up_once_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     archive = SQLiteArchive(tmp_path / "archive.sqlite3")
     assert archive.count() > 100
     assert not (tmp_path / "bootstrap").exists()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_up_uses_a_configured_cluster_instead(settings_factory: Callable[..., Settings], tmp_path: Path) -> None:
+    s = settings_factory()
+    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=s.bootstrap_servers, MMBROKER_GROUP_ID=s.group_id)
+    proc = subprocess.run(
+        [sys.executable, "-m", "broker.cli.main", "up", "--once", "--prefix", s.prefix, "--state-dir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "embedded" not in proc.stdout
+    from tests.kafka_helpers import read_topic
+
+    alerts = read_topic(s, s.alerts_topic)
+    assert len(alerts) == SQLiteArchive(tmp_path / "archive.sqlite3").count() > 100

@@ -54,6 +54,7 @@ def test_gcn_oidc_login_like_gcn_kafka() -> None:
     assert conf["sasl.oauthbearer.client.id"] == "my-id"
     assert conf["sasl.oauthbearer.client.secret"] == "s3cret"
     assert conf["sasl.oauthbearer.token.endpoint.url"] == "https://auth.gcn.nasa.gov/oauth2/token"
+    assert Path(conf["ssl.ca.location"]).is_file()
     test = client_config(Settings(gcn_client_id="x", gcn_client_secret="y", gcn_domain="test.gcn.nasa.gov"), "admin")
     assert test["bootstrap.servers"] == "kafka.test.gcn.nasa.gov"
 

@@ -4,8 +4,9 @@
 The user's ``kafka`` settings pass through untouched; the broker only
 ``setdefault``s.  With GCN client credentials the OIDC client-credentials
 login is configured the way gcn-kafka does it: SASL/OAUTHBEARER over TLS,
-librdkafka's built-in ``oidc`` token method against ``auth.<domain>``, and
-``kafka.<domain>`` as bootstrap server unless one is given.
+librdkafka's built-in ``oidc`` token method against ``auth.<domain>``,
+``kafka.<domain>`` as bootstrap server unless one is given, and certifi's CA
+bundle for TLS.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def client_config(settings: Settings, role: Role, **extra: str) -> dict[str, str
         conf.setdefault("sasl.oauthbearer.token.endpoint.url", f"https://auth.{domain}/oauth2/token")
         if not settings.bootstrap_servers:
             conf.setdefault("bootstrap.servers", f"kafka.{domain}")
+    if conf.get("security.protocol", "").lower() == "sasl_ssl":
+        # confluent-kafka wheels link their own OpenSSL, which may not find the
+        # system CA bundle; like gcn-kafka, default to certifi's.
+        import certifi
+
+        conf.setdefault("ssl.ca.location", certifi.where())
+        conf.setdefault("https.ca.location", certifi.where())
     if settings.bootstrap_servers:
         conf.setdefault("bootstrap.servers", settings.bootstrap_servers)
     if "bootstrap.servers" not in conf:
