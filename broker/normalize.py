@@ -63,10 +63,10 @@ def parse_chunk(chunk: list[tuple[bytes, str]], max_size: int) -> list[Outcome]:
 
 
 def _child_init() -> None:
-    # The parent decides when to stop: a SIGINT/SIGTERM to the process group
-    # must not kill parse processes in the middle of a batch.
+    # Ctrl-C in a terminal reaches the whole process group: the parent finishes
+    # its batch and then stops the pool.  SIGTERM keeps its default, so that the
+    # pool can terminate its processes (a process lost mid-batch is recovered).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class Normalizer:

@@ -90,14 +90,20 @@ def interrupted_run(settings: Settings, sig: signal.Signals) -> tuple[Counter[st
     replay(settings, files, settings.input_topics[0])
     want = expected(settings, files)
     first = worker_process(settings)
-    wait_for(lambda: committed(settings) >= 300)
-    first.send_signal(sig)
-    status = first.wait(30)
+    try:
+        wait_for(lambda: committed(settings) >= 300)
+        first.send_signal(sig)
+        status = first.wait(30)
+    finally:
+        first.kill()
     assert committed(settings) < len(files), "the worker finished before the signal; the test proved nothing"
     second = worker_process(settings)
-    wait_for(lambda: committed(settings) == len(files))
-    second.send_signal(signal.SIGTERM)
-    assert second.wait(30) == 0, second.stderr.read().decode() if second.stderr else ""
+    try:
+        wait_for(lambda: committed(settings) == len(files))
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0, second.stderr.read().decode() if second.stderr else ""
+    finally:
+        second.kill()
     got = Counter(decode_alert(r.value).broker_id for r in read_topic(settings, settings.alerts_topic))
     return got, want, status
 
