@@ -14,9 +14,9 @@ import logging
 import multiprocessing
 import signal
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from broker.errors import RejectedNotice
 from broker.formats import parse
@@ -39,6 +39,20 @@ class DeadLetter:
 
 Outcome = Alert | tuple[str, str]
 """An alert, or ``(reason_code, reason)``."""
+
+
+@dataclass
+class PendingBatch:
+    """A batch being normalized: parsed already (``outcomes``) or in the pool (``futures``)."""
+
+    batch: Sequence[SourceMessage]
+    outcomes: list[Outcome] | None = None
+    futures: list[Future[list[Outcome]]] = field(default_factory=list)
+
+    @property
+    def in_pool(self) -> bool:
+        """Whether the parse is still running in the pool."""
+        return self.outcomes is None
 
 
 def parse_one(payload: bytes, topic: str, max_size: int) -> Outcome:
@@ -90,33 +104,51 @@ class Normalizer:
         ctx = multiprocessing.get_context("spawn")
         return ProcessPoolExecutor(self.processes, mp_context=ctx, initializer=_child_init)
 
-    def _outcomes(self, batch: Sequence[SourceMessage]) -> list[Outcome]:
+    def submit(self, batch: Sequence[SourceMessage]) -> PendingBatch:
+        """Start normalizing ``batch``: in the pool for large batches, else right now."""
         work = [(m.value, m.topic) for m in batch]
         if self._pool is None or len(work) < POOL_MIN_BATCH:
-            return parse_chunk(work, self.max_size)
+            return PendingBatch(batch, outcomes=parse_chunk(work, self.max_size))
         size = -(-len(work) // (2 * self.processes))
-        chunks = [work[i : i + size] for i in range(0, len(work), size)]
         try:
-            results = list(self._pool.map(parse_chunk, chunks, [self.max_size] * len(chunks)))
+            futures = [
+                self._pool.submit(parse_chunk, work[i : i + size], self.max_size) for i in range(0, len(work), size)
+            ]
         except BrokenProcessPool:
-            log.error("a parse process died; restarting the pool and parsing this batch in-process")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            return parse_chunk(work, self.max_size)
-        return [o for r in results for o in r]
+            return PendingBatch(batch, outcomes=self._recover(work))
+        return PendingBatch(batch, futures=futures)
 
-    def __call__(
-        self, batch: Sequence[SourceMessage]
+    def _recover(self, work: list[tuple[bytes, str]]) -> list[Outcome]:
+        log.error("a parse process died; restarting the pool and parsing this batch in-process")
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+        return parse_chunk(work, self.max_size)
+
+    def result(
+        self, pending: PendingBatch
     ) -> tuple[list[tuple[SourceMessage, Alert]], list[DeadLetter]]:
-        """Split ``batch`` into (message, alert) pairs and dead letters, in input order."""
+        """Wait for ``pending``; split it into (message, alert) pairs and dead letters, in input order."""
+        outcomes = pending.outcomes
+        if outcomes is None:
+            try:
+                outcomes = [o for f in pending.futures for o in f.result()]
+            except BrokenProcessPool:
+                outcomes = self._recover([(m.value, m.topic) for m in pending.batch])
         good: list[tuple[SourceMessage, Alert]] = []
         bad: list[DeadLetter] = []
-        for src, outcome in zip(batch, self._outcomes(batch), strict=True):
+        for src, outcome in zip(pending.batch, outcomes, strict=True):
             if isinstance(outcome, Alert):
                 good.append((src, outcome))
             else:
                 bad.append(DeadLetter(src, outcome[0], outcome[1]))
         return good, bad
+
+    def __call__(
+        self, batch: Sequence[SourceMessage]
+    ) -> tuple[list[tuple[SourceMessage, Alert]], list[DeadLetter]]:
+        """Normalize ``batch`` and wait for the result."""
+        return self.result(self.submit(batch))
 
     def close(self) -> None:
         """Stop the parse processes."""

@@ -49,8 +49,9 @@ def run_worker_over(settings: Settings, n_inputs: int) -> Worker:
     return worker
 
 
-def test_every_real_notice_is_accounted_for(settings_factory: Callable[..., Settings]) -> None:
-    settings = settings_factory()
+@pytest.mark.parametrize("parse_processes", [0, 2])
+def test_every_real_notice_is_accounted_for(settings_factory: Callable[..., Settings], parse_processes: int) -> None:
+    settings = settings_factory(parse_processes=parse_processes, batch_size=100)
     files = notice_paths([NOTICES]) + sorted(NOTICES.rglob("PROVENANCE.md"))
     topic = settings.input_topics[0]
     exp_alerts, exp_rejects = expected_outcomes(files, topic, settings.max_message_bytes)

@@ -32,7 +32,7 @@ from broker.errors import KafkaError
 from broker.kafka.clients import ensure_topics, make_consumer, make_producer
 from broker.metrics import WorkerMetrics
 from broker.model import Alert, SourceMessage
-from broker.normalize import DeadLetter, Normalizer
+from broker.normalize import DeadLetter, Normalizer, PendingBatch
 from broker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -150,12 +150,37 @@ class Worker:
         return self._stop.is_set()
 
     def run(self, on_batch: Callable[[BatchResult], None] | None = None) -> None:
-        """Process batches until :meth:`request_stop`; then flush and close."""
+        """Process batches until :meth:`request_stop`; then flush and close.
+
+        With parse processes, a large batch is parsed in the pool while the
+        previous one is published, archived and committed (offsets are still
+        committed batch by batch, in order).  Small batches - the low-rate,
+        low-latency case - are processed at once.
+        """
+        pending: PendingBatch | None = None
+
+        def finish(p: PendingBatch) -> None:
+            result = self._finish(p)
+            if on_batch is not None and result.consumed:
+                on_batch(result)
+
         try:
             while not self._stop.is_set():
-                result = self.step()
-                if on_batch is not None and result.consumed:
-                    on_batch(result)
+                started = time.perf_counter()
+                batch = self.poll_batch()
+                nxt = self.normalize.submit(batch) if batch else None
+                if pending is not None:
+                    finish(pending)
+                    pending = None
+                if nxt is None:
+                    continue
+                if nxt.in_pool:
+                    pending = nxt  # overlaps with the next poll and the previous batch's output
+                else:
+                    finish(nxt)
+                    self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            if pending is not None:
+                finish(pending)
         finally:
             self.close()
 
@@ -193,12 +218,17 @@ class Worker:
 
     def process(self, batch: list[SourceMessage]) -> BatchResult:
         """Process an already consumed batch and commit its offsets."""
-        result = BatchResult(consumed=len(batch))
         if not batch:
-            return result
+            return BatchResult()
+        return self._finish(self.normalize.submit(batch))
+
+    def _finish(self, pending: PendingBatch) -> BatchResult:
+        """Wait for a batch's normalization; run the stages, publish, archive, commit."""
+        batch = list(pending.batch)
+        result = BatchResult(consumed=len(batch))
         for topic, n in Counter(src.topic for src in batch).items():
             self.metrics.consumed.labels(topic).inc(n)
-        good, result.dead_letters = self.normalize(batch)
+        good, result.dead_letters = self.normalize.result(pending)
         alerts = self.pipeline.run([a for _, a in good])
         result.alerts = alerts
         items = [ArchivedAlert(a, s, encode_alert(a)) for (s, _), a in zip(good, alerts, strict=True)]
