@@ -654,7 +654,7 @@ def _boom_as_notice(doc: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[Relat
     flat.update({k: target[k] for k in ("ra", "dec", "ra_dec_error", "event_name") if k in target})
     flat["classification"] = target.get("classification_scores")
     detections = [
-        parse_time(p["observation_start"], "data.photometry.observation_start")
+        parse_time(p.get("observation_start"), "data.photometry.observation_start")
         for p in data.get("photometry") or ()
         if isinstance(p, dict) and p.get("event_name") == target.get("event_name") and p.get("mag") is not None
     ]
