@@ -13,8 +13,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Mapping
-from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -30,7 +28,6 @@ from broker.model import (
     ContainmentRadius,
     Ellipse,
     Point,
-    PropertyValue,
     Provenance,
     Rectangle,
     Region,
@@ -125,10 +122,6 @@ def _skymap_record(m: SkyMap | None) -> dict[str, Any] | None:
     }
 
 
-def _props(p: Mapping[str, PropertyValue]) -> dict[str, PropertyValue]:
-    return dict(p)
-
-
 def to_record(alert: Alert) -> dict[str, Any]:
     """Convert an alert to the Avro record (plain dicts, datetimes kept)."""
     return {
@@ -152,7 +145,7 @@ def to_record(alert: Alert) -> dict[str, Any]:
         "far": alert.far,
         "significant": alert.significant,
         "classification": dict(alert.classification),
-        "properties": _props(alert.properties),
+        "properties": dict(alert.properties),
         "related": [
             {
                 "relation": r.relation,
@@ -173,7 +166,7 @@ def to_record(alert: Alert) -> dict[str, Any]:
                 "time": s.time,
                 "time_offset": s.time_offset,
                 "region": _region_record(s.region),
-                "properties": _props(s.properties),
+                "properties": dict(s.properties),
             }
             for s in alert.sub_events
         ],
@@ -236,10 +229,6 @@ def _skymap_from(rec: dict[str, Any] | None) -> SkyMap | None:
     )
 
 
-def _utc(t: datetime | None) -> datetime | None:
-    return t
-
-
 def from_record(rec: dict[str, Any]) -> Alert:
     """Rebuild an :class:`Alert` from a decoded Avro record."""
     prov = rec["provenance"]
@@ -252,8 +241,8 @@ def from_record(rec: dict[str, Any]) -> Alert:
         revision=rec["revision"],
         kind=rec["kind"],
         is_test=rec["is_test"],
-        event_time=_utc(rec["event_time"]),
-        issued=_utc(rec["issued"]),
+        event_time=rec["event_time"],
+        issued=rec["issued"],
         provenance=Provenance(
             prov["source_format"], prov["parser_version"], prov["raw_sha256"], prov["raw_size"], prov["upstream_ref"]
         ),
@@ -283,7 +272,7 @@ def from_record(rec: dict[str, Any]) -> Alert:
         sub_events=tuple(
             SubEvent(
                 event_id=s["event_id"],
-                time=_utc(s["time"]),
+                time=s["time"],
                 time_offset=s["time_offset"],
                 region=_region_from(s["region"]),
                 properties=dict(s["properties"]),

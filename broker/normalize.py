@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -48,6 +49,8 @@ class PendingBatch:
     batch: Sequence[SourceMessage]
     outcomes: list[Outcome] | None = None
     futures: list[Future[list[Outcome]]] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    """When normalization started (``time.perf_counter``, s), for the batch-time metric."""
 
     @property
     def in_pool(self) -> bool:

@@ -46,17 +46,6 @@ def load_expectations() -> dict[str, dict[str, Any]]:
     return out
 
 
-def topic_hint(rel: str) -> str | None:
-    """The upstream topic such a file would arrive on (a hint only)."""
-    if rel.startswith("gcn-json/"):
-        return "gcn.notices." + rel.split("/")[1]
-    if rel.startswith("voevent/"):
-        return "gcn.classic.voevent." + rel.split("/")[1].upper()
-    if rel.startswith("igwn/"):
-        return "igwn.gwalert"
-    return None
-
-
 def _close(a: float | None, b: float | None, rel: float = 1e-9, abs_: float = 1e-12) -> bool:
     if a is None or b is None:
         return a is None and b is None

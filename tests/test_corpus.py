@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from broker.avro import decode_alert, encode_alert
 from broker.errors import RejectedNotice
 from broker.formats import parse
-from tests.corpus import NOTICES, alert_view, check_alert, load_expectations, notice_files, topic_hint
+from broker.replay import guess_topic
+from tests.corpus import NOTICES, alert_view, check_alert, load_expectations, notice_files
 
 FILES = notice_files()
 EXPECT = load_expectations()
@@ -31,11 +34,11 @@ def test_notice(rel: str) -> None:
         pytest.fail(f"{rel} has no expectation")
     if "rejected" in exp:
         with pytest.raises(RejectedNotice) as info:
-            parse(raw, topic_hint(rel))
+            parse(raw, guess_topic(Path(rel)))
         assert info.value.code == exp["rejected"], info.value.reason
         assert exp.get("reason_contains", "") in info.value.reason
         return
-    alert = parse(raw, topic_hint(rel))
+    alert = parse(raw, guess_topic(Path(rel)))
     problems = check_alert(alert, exp)
     assert problems == [], "\n".join(problems)
     # The Avro wire form round-trips to the same alert.

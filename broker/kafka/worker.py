@@ -121,8 +121,7 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self._stop = threading.Event()
         self._known_topics: set[str] = set()
-        ensure_topics(settings, [settings.alerts_topic, settings.dlq_topic])
-        self._known_topics.update([settings.alerts_topic, settings.dlq_topic])
+        self._ensure([settings.alerts_topic, settings.dlq_topic])
         self.normalize = Normalizer(settings.max_message_bytes, settings.parse_processes)
         self.consumer = consumer or make_consumer(settings)
         self.producer = producer or make_producer(settings)
@@ -166,7 +165,6 @@ class Worker:
 
         try:
             while not self._stop.is_set():
-                started = time.perf_counter()
                 batch = self.poll_batch()
                 nxt = self.normalize.submit(batch) if batch else None
                 if pending is not None:
@@ -178,7 +176,6 @@ class Worker:
                     pending = nxt  # overlaps with the next poll and the previous batch's output
                 else:
                     finish(nxt)
-                    self.metrics.batch_seconds.observe(time.perf_counter() - started)
             if pending is not None:
                 finish(pending)
         finally:
@@ -207,21 +204,6 @@ class Worker:
             out.append(source_message(m))
         return out
 
-    def step(self) -> BatchResult:
-        """Consume, process, publish, archive and commit one micro-batch."""
-        started = time.perf_counter()
-        batch = self.poll_batch()
-        result = self.process(batch)
-        if batch:
-            self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        return result
-
-    def process(self, batch: list[SourceMessage]) -> BatchResult:
-        """Process an already consumed batch and commit its offsets."""
-        if not batch:
-            return BatchResult()
-        return self._finish(self.normalize.submit(batch))
-
     def _finish(self, pending: PendingBatch) -> BatchResult:
         """Wait for a batch's normalization; run the stages, publish, archive, commit."""
         batch = list(pending.batch)
@@ -236,6 +218,7 @@ class Worker:
         result.archived_new = self.archive.write_batch(items)
         self.metrics.archived.inc(result.archived_new)
         result.committed = self.commit(batch)
+        self.metrics.batch_seconds.observe(time.perf_counter() - pending.started)
         return result
 
     # Output -------------------------------------------------------------------
