@@ -5,7 +5,8 @@ Replays the real notices of ``tests/data/notices`` at volume into the
 embedded broker (or ``KAFKA_BOOTSTRAP_SERVERS``) and prints, in one run:
 
 * alerts/s of one worker (consume, parse, tag, publish to alerts + tag topics,
-  archive in SQLite, commit);
+  archive in SQLite, commit), without annotators and with every local
+  annotator on (all bundled catalogs, sky-map regions and galaxy ranking);
 * messages/s of a bare consume-produce pass-through of the same messages;
 * their ratio;
 * p50/p99 latency from input produce to arrival on the tagged output topic
@@ -209,18 +210,22 @@ def main() -> None:
         embedded = EmbeddedKafka(log_path=tmp / "tansu.log").start()
         bootstrap = embedded.bootstrap_servers
     try:
-        def settings(tag: str, **more: int) -> Settings:
+        def settings(tag: str, **more: object) -> Settings:
             return Settings(bootstrap_servers=bootstrap, prefix=f"bench{tag}", group_id=f"bench{tag}",
-                            input_topics=(f"bench{tag}.input",), archive_path=tmp / f"{tag}.sqlite3", **more)
+                            input_topics=(f"bench{tag}.input",), archive_path=tmp / f"{tag}.sqlite3",
+                            **more)  # type: ignore[arg-type]
 
-        s1 = settings("t")
+        s1 = settings("t", annotate=False)
         fill(s1, s1.input_topics[0], payloads, args.messages)
         pt = passthrough(s1, s1.input_topics[0], args.messages, s1.batch_size)
         wk = worker_throughput(s1, args.messages)
-        s4 = settings("p", parse_processes=args.parse_processes)
+        s5 = settings("a")
+        fill(s5, s5.input_topics[0], payloads, args.messages)
+        wka = worker_throughput(s5, args.messages)
+        s4 = settings("p", parse_processes=args.parse_processes, annotate=False)
         fill(s4, s4.input_topics[0], payloads, args.messages)
         wkp = worker_throughput(s4, args.messages)
-        s2 = settings("l")
+        s2 = settings("l", annotate=False)
         ensure_topics(s2, [s2.input_topics[0]], 3)
         tags = [s2.tag_topic(t) for t in (*MESSENGERS, "test", "retraction")]
         p50, p99, n = latency(Worker(s2, SQLiteArchive(s2.archive_path)), s2, tags, payloads, args.rate, args.seconds)
@@ -236,6 +241,8 @@ def main() -> None:
           f"(median {np.median(sizes):.0f} B, max {sizes.max()} B), {args.messages} messages")
     print(f"worker end to end, parsing in-process       : {wk:8.0f} alerts/s")
     print(f"worker end to end, {args.parse_processes} parse processes        : {wkp:8.0f} alerts/s")
+    print(f"worker end to end, every local annotator on : {wka:8.0f} alerts/s "
+          f"({wka / wk:.2f} of the same run without annotators)")
     print(f"bare consume-produce pass-through           : {pt:8.0f} msgs/s")
     print(f"ratio worker / pass-through                 : {wk / pt:8.3f} (in-process), {wkp / pt:.3f} (pool)")
     print(f"latency produce -> worker -> tag topics at {args.rate:.0f}/s over {args.seconds:.0f} s "

@@ -6,6 +6,11 @@ two marker bytes ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint
 of the writer schema, then the binary datum.  A subscriber identifies the
 schema by fingerprint without a registry; :func:`decode_alert` does it for
 Python users.  The schema is parsed once, at first use.
+
+The schema evolves compatibly: every earlier version is kept as
+``avro_schemas/alert-v<N>.avsc`` and data written with it is read through
+Avro schema resolution into the current schema (fields added since get
+their defaults).
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 from broker.errors import BrokerError
 from broker.model import (
     Alert,
+    Annotation,
+    CatalogMatch,
     Circle,
     ContainmentRadius,
+    CredibleRegion,
     Ellipse,
     Point,
     Provenance,
@@ -36,7 +44,8 @@ from broker.model import (
     SubEvent,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PREVIOUS_SCHEMAS = ("alert-v1.avsc",)
 _MARKER = b"\xc3\x01"
 
 
@@ -44,25 +53,41 @@ class AvroDecodeError(BrokerError):
     """Bytes are not an mmbroker single-object-encoded alert."""
 
 
-@lru_cache(maxsize=1)
-def alert_schema() -> dict[str, Any]:
-    """Parsed ``alert.avsc`` (cached)."""
-    text = resources.files("avro_schemas").joinpath("alert.avsc").read_text(encoding="utf-8")
-    parsed = fastavro.parse_schema(json.loads(text))
+@lru_cache(maxsize=4)
+def _load_schema(name: str) -> dict[str, Any]:
+    text = resources.files("avro_schemas").joinpath(name).read_text(encoding="utf-8")
+    parsed = fastavro.parse_schema(json.loads(text), named_schemas={})
     if not isinstance(parsed, dict):
-        raise AvroDecodeError("alert.avsc is not a record schema")
+        raise AvroDecodeError(f"{name} is not a record schema")
     return parsed
+
+
+def alert_schema() -> dict[str, Any]:
+    """Parsed current ``alert.avsc`` (cached)."""
+    return _load_schema("alert.avsc")
+
+
+def _fingerprint(schema: dict[str, Any]) -> bytes:
+    # fastavro returns the hex of the little-endian bytes, which is the byte
+    # order single-object encoding prescribes.
+    fp_hex: str = fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")
+    return bytes.fromhex(fp_hex)
 
 
 @lru_cache(maxsize=1)
 def schema_fingerprint() -> bytes:
-    """CRC-64-AVRO (Rabin) fingerprint of the schema's canonical form, 8 bytes little-endian.
+    """CRC-64-AVRO (Rabin) fingerprint of the current schema's canonical form, 8 bytes little-endian."""
+    return _fingerprint(alert_schema())
 
-    fastavro returns the hex of the little-endian bytes, which is the byte
-    order single-object encoding prescribes.
-    """
-    fp_hex: str = fingerprint(to_parsing_canonical_form(alert_schema()), "CRC-64-AVRO")
-    return bytes.fromhex(fp_hex)
+
+@lru_cache(maxsize=1)
+def writer_schemas() -> dict[bytes, dict[str, Any]]:
+    """Every schema version this code can read, by fingerprint (current one included)."""
+    known = {schema_fingerprint(): alert_schema()}
+    for name in PREVIOUS_SCHEMAS:
+        schema = _load_schema(name)
+        known[_fingerprint(schema)] = schema
+    return known
 
 
 def _region_record(region: Region | None) -> tuple[str, dict[str, Any]] | None:
@@ -171,6 +196,7 @@ def to_record(alert: Alert) -> dict[str, Any]:
             for s in alert.sub_events
         ],
         "tags": list(alert.tags),
+        "annotations": [_annotation_record(a) for a in alert.annotations],
         "provenance": {
             "source_format": alert.provenance.source_format,
             "parser_version": alert.provenance.parser_version,
@@ -212,6 +238,69 @@ def _region_from(rec: dict[str, Any] | None) -> Region | None:
             rec["systematic_included"],
         )
     return Point(rec["ra"], rec["dec"])
+
+
+def _annotation_record(a: Annotation) -> dict[str, Any]:
+    return {
+        "annotator": a.annotator,
+        "version": a.version,
+        "status": a.status,
+        "reason": a.reason,
+        "matches": [
+            {
+                "catalog": m.catalog,
+                "source_id": m.source_id,
+                "ra": m.ra,
+                "dec": m.dec,
+                "separation": m.separation,
+                "source_in_region": m.source_in_region,
+                "alert_in_source_error": m.alert_in_source_error,
+                "containment": m.containment,
+                "probdensity": m.probdensity,
+                "searched_area": m.searched_area,
+                "distance": m.distance,
+                "dp_dv": m.dp_dv,
+                "properties": dict(m.properties),
+            }
+            for m in a.matches
+        ],
+        "credible_regions": [
+            {"level": c.level, "area": c.area, "moc": _pack(c.moc, "<i8")} for c in a.credible_regions
+        ],
+        "properties": dict(a.properties),
+    }
+
+
+def _annotation_from(rec: dict[str, Any]) -> Annotation:
+    return Annotation(
+        annotator=rec["annotator"],
+        version=rec["version"],
+        status=rec["status"],
+        reason=rec["reason"],
+        matches=tuple(
+            CatalogMatch(
+                catalog=m["catalog"],
+                source_id=m["source_id"],
+                ra=m["ra"],
+                dec=m["dec"],
+                separation=m["separation"],
+                source_in_region=m["source_in_region"],
+                alert_in_source_error=m["alert_in_source_error"],
+                containment=m["containment"],
+                probdensity=m["probdensity"],
+                searched_area=m["searched_area"],
+                distance=m["distance"],
+                dp_dv=m["dp_dv"],
+                properties=dict(m["properties"]),
+            )
+            for m in rec["matches"]
+        ),
+        credible_regions=tuple(
+            CredibleRegion(c["level"], c["area"], np.frombuffer(c["moc"], dtype="<i8").astype(np.int64))
+            for c in rec["credible_regions"]
+        ),
+        properties=dict(rec["properties"]),
+    )
 
 
 def _skymap_from(rec: dict[str, Any] | None) -> SkyMap | None:
@@ -280,6 +369,7 @@ def from_record(rec: dict[str, Any]) -> Alert:
             for s in rec["sub_events"]
         ),
         tags=tuple(rec["tags"]),
+        annotations=tuple(_annotation_from(a) for a in rec.get("annotations", ())),
     )
 
 
@@ -296,10 +386,12 @@ def decode_record(data: bytes) -> dict[str, Any]:
     """Decode single-object-encoded bytes to the Avro record dict."""
     if len(data) < 10 or data[:2] != _MARKER:
         raise AvroDecodeError("not Avro single-object encoding (marker C3 01 missing)")
-    if data[2:10] != schema_fingerprint():
+    writer = writer_schemas().get(data[2:10])
+    if writer is None:
         fp = struct.unpack("<Q", data[2:10])[0]
         raise AvroDecodeError(f"unknown writer schema fingerprint {fp:#018x}")
-    rec = fastavro.schemaless_reader(io.BytesIO(data[10:]), alert_schema(), None)
+    reader = None if writer is alert_schema() else alert_schema()
+    rec = fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, reader)
     if not isinstance(rec, dict):
         raise AvroDecodeError("datum is not a record")
     return rec

@@ -52,6 +52,49 @@ class Settings(BaseSettings):
         SQLite archive file.
     gcn_client_id, gcn_client_secret, gcn_domain
         NASA GCN Kafka OIDC client credentials, as gcn-kafka takes them.
+    annotate
+        Run the annotators (catalog matching, sky-map regions and galaxies, CDS).
+    bundled_catalogs
+        Match against the catalogs shipped with mmbroker (4FGL-DR4, 4LAC-DR3,
+        3HSP, Roma-BZCAT5, IceCat-1, 50 Mpc Galaxy Catalog, Swift GRB table).
+    catalog_files
+        Extra catalog declarations (YAML files, see ``mmbroker catalogs add``);
+        ``<state_dir>/catalogs.yaml`` is always read when it exists.
+    disabled_catalogs
+        Names of catalogs not to match against.
+    galaxy_catalog, top_galaxies
+        Catalog whose sources are ranked inside GW sky maps, and how many of
+        them are attached to the alert.
+    max_matches_per_catalog
+        Matches kept per alert and catalog, nearest first (the total is recorded).
+    simbad, xmatch_tables
+        Remote CDS annotators: nearest SIMBAD objects, and CDS XMatch against
+        these VizieR tables (e.g. ``vizier:II/246/out``).  Off by default: the
+        embedded demo runs without network.
+    cds_radius_arcsec, cds_deadline_s, cds_xmatch_url
+        Match radius (arcsec), per-batch deadline (s) and XMatch endpoint (a
+        mirror, or a local replay server in tests) of the CDS annotators.
+    cds_max_error_arcsec
+        Only alerts localized at least this well (error radius, arcsec) are
+        sent to CDS: a few arcsec around the centre of a degree-wide region
+        (or a sky map's peak) says nothing about the source.
+    cds_failure_threshold, cds_reset_s
+        Circuit breaker: open after this many consecutive failures, try again after (s).
+    redis_url
+        Redis for state shared between workers (CDS cache); empty: in-process.
+    filters
+        Run the filters (built-in ones, the user folder, ``mmbroker.filters`` entry points).
+    filter_dir
+        Folder of user filter files (``*.py``); default ``<state_dir>/filters``.
+    filter_time_budget_s
+        Time a filter may take on one alert (s); a user filter past it is killed
+        and disabled, the other filters' output is not delayed beyond it.
+    filter_error_budget
+        Errors after which a filter is disabled (reported, not the broker).
+    filter_memory_mb
+        Address-space limit of the process running user filters (MB).
+    filter_raise_errors
+        Raise filter errors instead of isolating them (for tests).
     """
 
     model_config = SettingsConfigDict(
@@ -81,6 +124,28 @@ class Settings(BaseSettings):
     gcn_domain: str = "gcn.nasa.gov"
     log_level: str = "INFO"
     metrics_port: int | None = None
+    annotate: bool = True
+    bundled_catalogs: bool = True
+    catalog_files: tuple[Path, ...] = ()
+    disabled_catalogs: tuple[str, ...] = ()
+    galaxy_catalog: str = "50mgc"
+    top_galaxies: int = Field(default=20, ge=0)
+    max_matches_per_catalog: int = Field(default=5, ge=1)
+    simbad: bool = False
+    xmatch_tables: tuple[str, ...] = ()
+    cds_radius_arcsec: float = Field(default=5.0, gt=0)
+    cds_deadline_s: float = Field(default=2.0, gt=0)
+    cds_xmatch_url: str | None = None
+    cds_max_error_arcsec: float = Field(default=60.0, ge=0)
+    cds_failure_threshold: int = Field(default=3, ge=1)
+    cds_reset_s: float = Field(default=60.0, gt=0)
+    redis_url: SecretStr | None = None
+    filters: bool = True
+    filter_dir: Path | None = None
+    filter_time_budget_s: float = Field(default=1.0, gt=0)
+    filter_error_budget: int = Field(default=100, ge=1)
+    filter_memory_mb: int = Field(default=2048, ge=64)
+    filter_raise_errors: bool = False
     config_file: Path | None = Field(default=None, validation_alias=AliasChoices("config_file", "MMBROKER_CONFIG"))
 
     @field_validator("kafka", mode="before")
@@ -105,6 +170,26 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
+
+    @property
+    def user_filter_dir(self) -> Path:
+        """Folder of the user's filter files."""
+        return self.filter_dir if self.filter_dir is not None else self.state_dir / "filters"
+
+    @property
+    def filter_state_file(self) -> Path:
+        """Enabled/disabled state of the filters (``mmbroker filters enable|disable``)."""
+        return self.state_dir / "filters-state.json"
+
+    @property
+    def filter_stats_file(self) -> Path:
+        """Per-filter statistics the worker writes for the CLI and the dashboard."""
+        return self.state_dir / "filter-stats.json"
+
+    @property
+    def user_catalogs_file(self) -> Path:
+        """Where ``mmbroker catalogs add`` and ``fetch`` register catalogs."""
+        return self.state_dir / "catalogs.yaml"
 
     # Topic names -----------------------------------------------------------
     @property

@@ -38,6 +38,13 @@ class ConfigError(BrokerError):
     """A setting is missing or inconsistent."""
 
 
+class CatalogError(ConfigError):
+    """A catalog cannot be registered: missing file, missing or malformed column.
+
+    The message names the file and the column.
+    """
+
+
 class RejectedNotice(BrokerError):
     """A message cannot be turned into an :class:`~broker.model.Alert`.
 

@@ -30,11 +30,13 @@ import numpy.typing as npt
 
 Messenger = Literal["neutrino", "gamma", "xray", "optical", "radio", "gw", "unknown"]
 AlertKind = Literal["early_warning", "preliminary", "initial", "update", "retraction"]
+AnnotationStatus = Literal["ok", "missing", "skipped"]
 SourceFormat = Literal["gcn_json", "voevent", "igwn_json", "igwn_avro"]
 PropertyValue: TypeAlias = bool | int | float | str
 
 MESSENGERS: tuple[Messenger, ...] = ("neutrino", "gamma", "xray", "optical", "radio", "gw", "unknown")
 ALERT_KINDS: tuple[AlertKind, ...] = ("early_warning", "preliminary", "initial", "update", "retraction")
+ANNOTATION_STATUSES: tuple[AnnotationStatus, ...] = ("ok", "missing", "skipped")
 
 
 @dataclass(frozen=True)
@@ -142,17 +144,22 @@ class SkyMap:
 
     __hash__ = None  # type: ignore[assignment]
 
-    @property
+    @cached_property
     def order(self) -> npt.NDArray[np.int64]:
-        """HEALPix order of each pixel."""
-        return (np.log2(self.uniq // 4) // 2).astype(np.int64)
+        """HEALPix order of each pixel (exact in integers; computed once)."""
+        uniq = np.asarray(self.uniq, dtype=np.int64)
+        order = (np.floor(np.log2(np.maximum(uniq, 4).astype(np.float64))).astype(np.int64) - 2) // 2
+        # float log2 can be off by one next to powers of two above 2**53: correct exactly
+        order -= uniq < (np.int64(4) << (2 * order))
+        order += uniq >= (np.int64(16) << (2 * order))
+        return order
 
-    @property
+    @cached_property
     def ipix(self) -> npt.NDArray[np.int64]:
         """Nested pixel index of each pixel at its own order."""
         return self.uniq - 4 * (np.int64(1) << (2 * self.order))
 
-    @property
+    @cached_property
     def pixel_area(self) -> npt.NDArray[np.float64]:
         """Area of each pixel, sr."""
         return np.pi / (3.0 * 4.0 ** self.order.astype(np.float64))
@@ -217,6 +224,116 @@ class SubEvent:
 
 
 @dataclass(frozen=True)
+class CatalogMatch:
+    """One catalog source matched to an alert's localization.
+
+    Parameters
+    ----------
+    catalog
+        Name of the catalog (as registered, e.g. ``"4fgl-dr4"``).
+    source_id
+        The source's name or id in that catalog.
+    ra, dec
+        Source position (deg, ICRS).
+    separation
+        Angular distance from the alert's best position to the source (deg).
+    source_in_region
+        The source lies inside the alert's region at 90 % containment (the
+        90 % credible region for a sky map).
+    alert_in_source_error
+        The alert's best position lies inside the source's own error region
+        (e.g. a 4FGL 95 % ellipse); ``None`` for catalogs without per-source errors.
+    containment
+        Smallest containment probability of the alert's region that includes
+        the source (Gaussian scaling for circles and ellipses; the searched
+        probability for sky maps); dimensionless, in [0, 1].
+    probdensity
+        Sky-map probability density at the source (sr^-1).
+    searched_area
+        Sky-map area that must be searched to reach the source (deg^2).
+    distance
+        Catalog distance of the source (Mpc), if the catalog has one.
+    dp_dv
+        Posterior probability density per unit volume at the source (Mpc^-3),
+        for 3D sky maps and catalogs with distances.
+    properties
+        The catalog columns the catalog declares as matched properties.
+    """
+
+    catalog: str
+    source_id: str
+    ra: float
+    dec: float
+    separation: float
+    source_in_region: bool | None = None
+    alert_in_source_error: bool | None = None
+    containment: float | None = None
+    probdensity: float | None = None
+    searched_area: float | None = None
+    distance: float | None = None
+    dp_dv: float | None = None
+    properties: Mapping[str, PropertyValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class CredibleRegion:
+    """The smallest sky region holding probability ``level`` of a sky map.
+
+    Parameters
+    ----------
+    level
+        Probability content, in (0, 1].
+    area
+        Area (deg^2).
+    moc
+        The region as a normalized multi-order coverage map: sorted NUNIQ
+        indices, int64 (siblings merged into their parent).
+    """
+
+    level: float
+    area: float
+    moc: npt.NDArray[np.int64]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CredibleRegion):
+            return NotImplemented
+        return self.level == other.level and self.area == other.area and np.array_equal(self.moc, other.moc)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What one annotator added to one alert.
+
+    Parameters
+    ----------
+    annotator, version
+        Name and version of the annotator plugin.
+    status
+        ``ok``: done (possibly with no matches); ``missing``: could not be done
+        (remote service timed out or failed, circuit open) and ``reason``
+        says why; ``skipped``: not applicable (e.g. no localization).
+    reason
+        Human-readable reason when the status is not ``ok``.
+    matches
+        Catalog sources matched to the alert's localization.
+    credible_regions
+        Sky-map credible regions (50 %, 90 %) with their areas and MOCs.
+    properties
+        Scalar results (e.g. ``area_90_deg2``, ``n_galaxies_90``).
+    """
+
+    annotator: str
+    version: str
+    status: AnnotationStatus = "ok"
+    reason: str | None = None
+    matches: tuple[CatalogMatch, ...] = ()
+    credible_regions: tuple[CredibleRegion, ...] = ()
+    properties: Mapping[str, PropertyValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Provenance:
     """How the alert was made: wire format, parser, and the raw payload's digest."""
 
@@ -258,6 +375,7 @@ class Alert:
     related: tuple[RelatedEvent, ...] = ()
     sub_events: tuple[SubEvent, ...] = ()
     tags: tuple[str, ...] = ()
+    annotations: tuple[Annotation, ...] = ()
 
     @property
     def event_key(self) -> str:
@@ -285,6 +403,17 @@ class Alert:
         if self.skymap is not None:
             return self.skymap.max_position()
         return None
+
+    def annotation(self, annotator: str) -> Annotation | None:
+        """The annotation made by ``annotator``, if any."""
+        for a in self.annotations:
+            if a.annotator == annotator:
+                return a
+        return None
+
+    def with_annotations(self, annotations: tuple[Annotation, ...]) -> Alert:
+        """Return a copy with ``annotations`` appended to the existing ones."""
+        return replace(self, annotations=self.annotations + annotations)
 
     def with_tags(self, tags: tuple[str, ...]) -> Alert:
         """Return a copy carrying ``tags`` (sorted, de-duplicated)."""

@@ -36,6 +36,8 @@ class DeadLetter:
     source: SourceMessage
     code: str
     reason: str
+    headers: tuple[tuple[str, bytes], ...] = ()
+    """Extra DLQ headers (e.g. ``filter-name`` and ``filter-version`` of a failed filter)."""
 
 
 Outcome = Alert | tuple[str, str]

@@ -9,11 +9,20 @@ substreams every broker needs from day one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from broker.model import Alert
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from broker.config import Settings
+    from broker.filter_stage import FilterFailure, FilterStage
+
+log = logging.getLogger(__name__)
 
 
 class Stage(Protocol):
@@ -71,3 +80,72 @@ class Pipeline:
         for stage in self.stages:
             alerts = stage.process(alerts)
         return alerts
+
+    def take_failures(self) -> list[FilterFailure]:
+        """Filter failures of the last batch (the worker dead-letters them)."""
+        out: list[FilterFailure] = []
+        for stage in self.filters:
+            take = getattr(stage, "take_failures", None)
+            if take is not None:
+                out.extend(take())
+        return out
+
+    def close(self) -> None:
+        """Release what the stages hold (the filter sandbox process, remote clients)."""
+        for stage in self.stages:
+            close = getattr(stage, "close", None)
+            if close is not None:
+                close()
+
+
+def build_pipeline(settings: Settings, registry: CollectorRegistry | None = None) -> Pipeline:
+    """The pipeline the settings ask for: annotators, filters, and the built-in tagger.
+
+    Catalogs are loaded, and filters discovered and validated, here at
+    start-up, so a bad catalog stops the worker before it consumes anything
+    and a bad filter is refused (and reported) before the first batch.  User
+    filters are imported only in the sandbox process, never in the worker.
+
+    Parameters
+    ----------
+    settings
+        Process settings.
+    registry
+        Prometheus registry receiving the per-filter metrics.
+    """
+    annotators: list[Stage] = []
+    filters: list[Stage] = []
+    if settings.annotate:
+        from annotators.registry import build_annotators  # the annotators package depends on broker, not back
+        from broker.annotate import AnnotationStage
+
+        annotators.append(AnnotationStage(build_annotators(settings)))
+    if settings.filters:
+        filters.append(build_filter_stage(settings, registry))
+    return Pipeline(annotators=annotators, filters=filters)
+
+
+def build_filter_stage(settings: Settings, registry: CollectorRegistry | None = None) -> FilterStage:
+    """The filter stage: built-ins in-process, user filters in a supervised sandbox process."""
+    from broker.filter_registry import load_registry
+    from broker.filter_stage import FilterMetrics, FilterStage
+    from broker.sandbox import Sandbox
+
+    user_dir = settings.user_filter_dir if settings.user_filter_dir.is_dir() else None
+    filters = load_registry(settings.filter_state_file, user_dir=user_dir, import_user=False)
+    for error in filters.errors:
+        log.error("filter refused: %s", error)
+    sandbox = None
+    if filters.pending:
+        sandbox = Sandbox(
+            filters.pending, settings.filter_time_budget_s, settings.filter_memory_mb, registry=filters
+        )
+    return FilterStage(
+        filters,
+        sandbox,
+        settings.filter_error_budget,
+        settings.filter_time_budget_s,
+        settings.filter_stats_file,
+        metrics=FilterMetrics(registry),
+        raise_errors=settings.filter_raise_errors,
+    )

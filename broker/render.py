@@ -52,4 +52,26 @@ def alert_line(alert: Alert) -> str:
     inst = f"/{alert.instrument}" if alert.instrument else ""
     rev = "" if alert.revision is None else f" rev {alert.revision}"
     tags = ",".join(alert.tags)
-    return f"{t}Z {alert.messenger:8} {alert.mission}{inst} {alert.event_id}{rev} [{alert.kind}] {where} tags={tags}"
+    line = f"{t}Z {alert.messenger:8} {alert.mission}{inst} {alert.event_id}{rev} [{alert.kind}] {where} tags={tags}"
+    context = annotation_summary(alert)
+    return f"{line} | {context}" if context else line
+
+
+def annotation_summary(alert: Alert) -> str:
+    """A short human summary of the annotations: matches per catalog, 90 % area, missing ones."""
+    parts: list[str] = []
+    for ann in alert.annotations:
+        if ann.status != "ok":
+            if ann.status == "missing":
+                parts.append(f"{ann.annotator}: missing ({ann.reason})")
+            continue
+        area = ann.properties.get("area_90_deg2")
+        if isinstance(area, float):
+            parts.append(f"90% area {area:.0f} deg2")
+        counts: dict[str, int] = {}
+        for m in ann.matches:
+            counts[m.catalog] = counts.get(m.catalog, 0) + 1
+        if counts:
+            label = "galaxies" if ann.annotator == "skymap" else ann.annotator
+            parts.append(f"{label}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return "; ".join(parts)

@@ -2,8 +2,8 @@
 """SQLite archive: the embedded default.
 
 One row per alert revision, keyed by :attr:`Alert.broker_id` (a hash of event,
-revision and raw payload), so a redelivered notice is stored once.  Tags are
-in their own table for tag queries; the raw upstream payload is kept once per
+revision and raw payload), so a redelivered notice is stored once.  Tags and
+catalog matches (from the annotations) are in their own tables for queries; the raw upstream payload is kept once per
 SHA-256; sky positions are indexed by HEALPix nested pixel at
 :data:`~broker.archive.HPX_ORDER`.
 """
@@ -60,6 +60,16 @@ CREATE TABLE IF NOT EXISTS alert_tags (
     broker_id TEXT NOT NULL,
     PRIMARY KEY (tag, broker_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert_matches (
+    broker_id TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    catalog TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    separation REAL NOT NULL,
+    containment REAL,
+    PRIMARY KEY (broker_id, annotator, catalog, source_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS alert_matches_source ON alert_matches(catalog, source_id);
 CREATE TABLE IF NOT EXISTS raw_payloads (
     sha256 TEXT PRIMARY KEY,
     payload BLOB NOT NULL
@@ -155,6 +165,15 @@ class SQLiteArchive:
                 [(t, i.alert.broker_id) for i in items for t in i.alert.tags],
             )
             cur.executemany(
+                "INSERT OR IGNORE INTO alert_matches VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (i.alert.broker_id, an.annotator, m.catalog, m.source_id, m.separation, m.containment)
+                    for i in items
+                    for an in i.alert.annotations
+                    for m in an.matches
+                ],
+            )
+            cur.executemany(
                 "INSERT OR IGNORE INTO raw_payloads VALUES (?, ?)",
                 [(i.alert.provenance.raw_sha256, i.source.value) for i in items],
             )
@@ -188,6 +207,13 @@ class SQLiteArchive:
     def with_tag(self, tag: str) -> set[str]:
         """Broker ids of the alerts carrying ``tag``."""
         return {r[0] for r in self._db.execute("SELECT broker_id FROM alert_tags WHERE tag = ?", (tag,))}
+
+    def matched_to(self, catalog: str, source_id: str) -> set[str]:
+        """Broker ids of the alerts an annotator matched to this catalog source."""
+        rows = self._db.execute(
+            "SELECT broker_id FROM alert_matches WHERE catalog = ? AND source_id = ?", (catalog, source_id)
+        )
+        return {r[0] for r in rows}
 
     def revisions(self, event_key: str) -> Iterator[Alert]:
         """Every archived revision of one event, oldest first."""

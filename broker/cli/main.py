@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from broker import __version__
-from broker.cli import parse_cmd, replay_cmd, run_cmd, subscribe_cmd, up_cmd
+from broker.cli import catalogs_cmd, filters_cmd, parse_cmd, replay_cmd, run_cmd, subscribe_cmd, up_cmd
 from broker.errors import BrokerError
 
 COMMANDS = {
@@ -21,6 +21,8 @@ COMMANDS = {
     "replay": replay_cmd,
     "subscribe": subscribe_cmd,
     "parse": parse_cmd,
+    "catalogs": catalogs_cmd,
+    "filters": filters_cmd,
 }
 
 

@@ -33,7 +33,7 @@ from broker.kafka.clients import ensure_topics, make_consumer, make_producer
 from broker.metrics import WorkerMetrics
 from broker.model import Alert, SourceMessage
 from broker.normalize import DeadLetter, Normalizer, PendingBatch
-from broker.pipeline import Pipeline
+from broker.pipeline import Pipeline, build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Worker:
     archive
         Where alerts are archived before offsets are committed.
     pipeline
-        The stage chain; built-in tags only by default.
+        The stage chain; by default the one the settings ask for (:func:`build_pipeline`).
     metrics
         Prometheus metrics; a private registry by default.
     """
@@ -117,8 +117,8 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.archive = archive
-        self.pipeline = pipeline or Pipeline()
         self.metrics = metrics or WorkerMetrics()
+        self.pipeline = pipeline or build_pipeline(settings, self.metrics.registry)
         self._stop = threading.Event()
         self._known_topics: set[str] = set()
         self._ensure([settings.alerts_topic, settings.dlq_topic])
@@ -186,6 +186,7 @@ class Worker:
         self.producer.flush(10)
         self.consumer.close()
         self.normalize.close()
+        self.pipeline.close()
 
     # One batch ----------------------------------------------------------------
     def poll_batch(self) -> list[SourceMessage]:
@@ -213,6 +214,7 @@ class Worker:
         good, result.dead_letters = self.normalize.result(pending)
         alerts = self.pipeline.run([a for _, a in good])
         result.alerts = alerts
+        result.dead_letters.extend(self._filter_dead_letters(good, alerts))
         items = [ArchivedAlert(a, s, encode_alert(a)) for (s, _), a in zip(good, alerts, strict=True)]
         result.published = self.publish(items, result.dead_letters)
         result.archived_new = self.archive.write_batch(items)
@@ -220,6 +222,26 @@ class Worker:
         result.committed = self.commit(batch)
         self.metrics.batch_seconds.observe(time.perf_counter() - pending.started)
         return result
+
+    def _filter_dead_letters(self, good: list[tuple[SourceMessage, Alert]], alerts: list[Alert]) -> list[DeadLetter]:
+        """Dead letters for the filters that failed on alerts of this batch (the alerts still go on)."""
+        failures = self.pipeline.take_failures()
+        if not failures:
+            return []
+        source = {a.broker_id: src for (src, _), a in zip(good, alerts, strict=True)}
+        out = []
+        for f in failures:
+            src = source.get(f.broker_id)
+            if src is None:
+                log.error("filter %s failed on unknown alert %s: %s", f.filter, f.broker_id, f.reason)
+                continue
+            headers = (
+                ("filter-name", f.filter.encode()),
+                ("filter-version", f.version.encode()),
+                ("broker-id", f.broker_id.encode()),
+            )
+            out.append(DeadLetter(src, "filter_error", f"filter {f.filter} {f.version}: {f.reason}", headers))
+        return out
 
     # Output -------------------------------------------------------------------
     def _on_delivery(self, err: RdKafkaError | None, msg: Message) -> None:
@@ -293,6 +315,7 @@ class Worker:
             ("source-offset", str(src.offset).encode()),
             ("source-size", str(len(src.value)).encode()),
             ("broker-version", __version__.encode()),
+            *d.headers,
         ]
         if src.timestamp_ms is not None:
             headers.append(("source-timestamp-ms", str(src.timestamp_ms).encode()))
