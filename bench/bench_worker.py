@@ -5,8 +5,10 @@ Replays the real notices of ``tests/data/notices`` at volume into the
 embedded broker (or ``KAFKA_BOOTSTRAP_SERVERS``) and prints, in one run:
 
 * alerts/s of one worker (consume, parse, tag, publish to alerts + tag topics,
-  archive in SQLite, commit), without annotators and with every local
-  annotator on (all bundled catalogs, sky-map regions and galaxy ranking);
+  archive in SQLite, commit), without annotators and filters; with every
+  local annotator on (all bundled catalogs, sky-map regions and galaxy
+  ranking); with the built-in filters plus 20 trivial user filters (run in
+  the sandbox process);
 * messages/s of a bare consume-produce pass-through of the same messages;
 * their ratio;
 * p50/p99 latency from input produce to arrival on the tagged output topic
@@ -92,6 +94,29 @@ def passthrough(settings: Settings, topic: str, n: int, batch: int) -> float:
     dt = time.perf_counter() - (t0 or time.perf_counter())
     c.close()
     return n / dt
+
+
+TRIVIAL = '''
+from broker.filtering import Filter
+
+
+class Trivial{i}(Filter):
+    name = "trivial-{i}"
+    version = "1.0"
+    description = "tags alerts whose event id ends with digit {d} (a trivial user filter)"
+    tags = {{"trivial-{i}": "event id ends with {d}"}}
+
+    def run(self, alert):
+        return "trivial-{i}" if alert.event_id.endswith("{d}") else None
+'''
+
+
+def trivial_filters(folder: Path, n: int) -> Path:
+    """``n`` trivial user filters written into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"trivial_{i}.py").write_text(TRIVIAL.format(i=i, d=i % 10))
+    return folder
 
 
 def worker_throughput(settings: Settings, n: int) -> float:
@@ -215,17 +240,20 @@ def main() -> None:
                             input_topics=(f"bench{tag}.input",), archive_path=tmp / f"{tag}.sqlite3",
                             **more)  # type: ignore[arg-type]
 
-        s1 = settings("t", annotate=False)
+        s1 = settings("t", annotate=False, filters=False)
         fill(s1, s1.input_topics[0], payloads, args.messages)
         pt = passthrough(s1, s1.input_topics[0], args.messages, s1.batch_size)
         wk = worker_throughput(s1, args.messages)
-        s5 = settings("a")
+        s5 = settings("a", filters=False)
         fill(s5, s5.input_topics[0], payloads, args.messages)
         wka = worker_throughput(s5, args.messages)
-        s4 = settings("p", parse_processes=args.parse_processes, annotate=False)
+        s6 = settings("f", annotate=False, filter_dir=trivial_filters(tmp / "user-filters", 20))
+        fill(s6, s6.input_topics[0], payloads, args.messages)
+        wkf = worker_throughput(s6, args.messages)
+        s4 = settings("p", parse_processes=args.parse_processes, annotate=False, filters=False)
         fill(s4, s4.input_topics[0], payloads, args.messages)
         wkp = worker_throughput(s4, args.messages)
-        s2 = settings("l", annotate=False)
+        s2 = settings("l", annotate=False, filters=False)
         ensure_topics(s2, [s2.input_topics[0]], 3)
         tags = [s2.tag_topic(t) for t in (*MESSENGERS, "test", "retraction")]
         p50, p99, n = latency(Worker(s2, SQLiteArchive(s2.archive_path)), s2, tags, payloads, args.rate, args.seconds)
@@ -243,6 +271,8 @@ def main() -> None:
     print(f"worker end to end, {args.parse_processes} parse processes        : {wkp:8.0f} alerts/s")
     print(f"worker end to end, every local annotator on : {wka:8.0f} alerts/s "
           f"({wka / wk:.2f} of the same run without annotators)")
+    print(f"worker end to end, built-in + 20 user filters: {wkf:8.0f} alerts/s "
+          f"({wkf / wk:.2f} of the same run without filters)")
     print(f"bare consume-produce pass-through           : {pt:8.0f} msgs/s")
     print(f"ratio worker / pass-through                 : {wk / pt:8.3f} (in-process), {wkp / pt:.3f} (pool)")
     print(f"latency produce -> worker -> tag topics at {args.rate:.0f}/s over {args.seconds:.0f} s "

@@ -132,3 +132,31 @@ def test_messages_written_with_schema_v1_still_decode() -> None:
     back = decode_alert(buf.getvalue())
     assert back == replace(alert, annotations=())
     assert _fingerprint(v1) != _fingerprint(_load_schema("alert.avsc"))
+
+
+def test_annotator_plugins_register_through_entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package exposing ``mmbroker.annotators`` is found, built with the settings and validated."""
+    from annotators.registry import plugin_annotators
+    from broker.config import load_settings
+
+    site = tmp_path / "site"
+    pkg = site / "skyplugin"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(
+        "class Ann:\n"
+        "    name = 'galactic-latitude'\n    version = '0.2'\n    needs = 'position'\n"
+        "    adds = 'galactic latitude of the position (deg)'\n"
+        "    def __init__(self, settings):\n        self.prefix = settings.prefix\n"
+        "    def annotate(self, alerts):\n        return [None for _ in alerts]\n"
+        "class Broken:\n    name = 'broken'\n    def __init__(self, settings):\n        pass\n"
+    )
+    dist = site / "skyplugin-0.2.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: skyplugin\nVersion: 0.2\n")
+    (dist / "entry_points.txt").write_text("[mmbroker.annotators]\nlatitude = skyplugin:Ann\n")
+    monkeypatch.syspath_prepend(str(site))
+    (found,) = plugin_annotators(load_settings(prefix="abc"))
+    assert found.name == "galactic-latitude" and getattr(found, "prefix", None) == "abc"
+    (dist / "entry_points.txt").write_text("[mmbroker.annotators]\nbroken = skyplugin:Broken\n")
+    with pytest.raises(ConfigError, match=r"entry point broken = skyplugin:Broken.*'version'"):
+        plugin_annotators(load_settings())
