@@ -156,7 +156,8 @@ def test_annotator_plugins_register_through_entry_points(tmp_path: Path, monkeyp
     (dist / "entry_points.txt").write_text("[mmbroker.annotators]\nlatitude = skyplugin:Ann\n")
     monkeypatch.syspath_prepend(str(site))
     (found,) = plugin_annotators(load_settings(prefix="abc"))
-    assert found.name == "galactic-latitude" and getattr(found, "prefix", None) == "abc"
+    assert found.name == "galactic-latitude"
+    assert getattr(found, "prefix", None) == "abc"
     (dist / "entry_points.txt").write_text("[mmbroker.annotators]\nbroken = skyplugin:Broken\n")
     with pytest.raises(ConfigError, match=r"entry point broken = skyplugin:Broken.*'version'"):
         plugin_annotators(load_settings())

@@ -387,7 +387,8 @@ def test_match_catalog_skymap(galaxies: Galaxies) -> None:
     inside = np.flatnonzero(xm.searched_prob <= 0.9)
     assert len(matches) == total == inside.size > 0
     limited, total_limited = sm.match_catalog_skymap(galaxies, m.skymap, level=0.9, limit=5)
-    assert limited == matches[:5] and total_limited == total
+    assert limited == matches[:5]
+    assert total_limited == total
     assert {x.source_id for x in matches} == set(galaxies.source_id[inside].tolist())
     assert all(x.source_in_region and x.catalog == "50mgc" for x in matches)
     assert [x.containment for x in matches] == sorted(x.containment or 0.0 for x in matches)
