@@ -855,7 +855,8 @@ def test_yaml_paths_are_relative_to_the_file(tmp_path: Path) -> None:
 def test_max_region_radius_skips_and_says_so(catalogs: dict[str, Catalog]) -> None:
     alert = notice("voevent/icecube_amon/sample_cascade.xml")  # 44 deg 90 % circle
     limited = load_catalog(spec_of("4lac-dr3", max_region_radius=10.0))
-    (ann,) = CatalogAnnotator([limited, catalogs["3hsp"]]).annotate([alert])
+    unlimited = load_catalog(spec_of("3hsp", max_region_radius=None))
+    (ann,) = CatalogAnnotator([limited, unlimited]).annotate([alert])
     assert ann is not None
     assert "n_4lac-dr3" not in ann.properties
     assert "max_region_radius 10 deg" in str(ann.properties["skipped_4lac-dr3"])

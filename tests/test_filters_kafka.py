@@ -133,7 +133,8 @@ def test_builtin_tag_topics_and_bad_user_filters(settings_factory: Callable[...,
     assert "error budget of 3" in reasons["raiser"]
     assert "no luck with" in reasons["raiser"]
     assert "time budget of 0.5 s" in reasons["looper"]
-    assert "MemoryError" in reasons["hog"] or "died" in reasons["hog"], reasons["hog"]
+    # killed by its memory limit, or - zero-filling 50 MB chunks on a loaded machine - by the time budget first
+    assert any(why in reasons["hog"] for why in ("MemoryError", "died", "time budget")), reasons["hog"]
     assert "undeclared" in reasons["liar"]
     assert "network is not available" in reasons["caller"]
     for builtin in ("high-signalness-neutrino", "neutrino-blazar", "gw-significant", "grb-well-localized"):
