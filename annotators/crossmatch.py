@@ -100,6 +100,7 @@ from broker.model import (
     Rectangle,
     Region,
     SkyMap,
+    gaussian_radius_scale,
 )
 
 __all__ = [
@@ -436,7 +437,7 @@ def gaussian_radius(radius: float, containment: float, level: float = REGION_LEV
 
     ``r_p = sigma * sqrt(-2 ln(1 - p))``.
     """
-    return radius * math.sqrt(-2.0 * math.log(1.0 - level)) / math.sqrt(-2.0 * math.log(1.0 - containment))
+    return radius * gaussian_radius_scale(containment, level)
 
 
 @dataclass(frozen=True)

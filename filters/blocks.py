@@ -28,7 +28,16 @@ import math
 from collections.abc import Collection, Iterable
 
 from broker.formats.common import SECONDS_PER_YEAR
-from broker.model import Alert, CatalogMatch, Circle, Ellipse, Point, PropertyValue, Rectangle
+from broker.model import (
+    Alert,
+    CatalogMatch,
+    Circle,
+    Ellipse,
+    Point,
+    PropertyValue,
+    Rectangle,
+    gaussian_radius_scale,
+)
 
 __all__ = [
     "BLAZAR_CLASSES",
@@ -69,35 +78,6 @@ def is_real(alert: Alert) -> bool:
     (True, False)
     """
     return not alert.is_test and alert.kind != "retraction"
-
-
-def gaussian_radius_scale(containment: float, target: float = 0.9) -> float:
-    """Factor turning a radius at ``containment`` into the radius at ``target`` for a circular 2-D Gaussian.
-
-    The probability inside radius ``r`` of a circular 2-D Gaussian of width
-    ``sigma`` is ``p = 1 - exp(-r**2 / (2 sigma**2))``, so
-    ``r_target / r_p = sqrt(ln(1 - target) / ln(1 - p))``.  From 68 % to 90 %
-    the factor is 1.4216, from 50 % 1.8226, from 95 % 0.8767.
-
-    Parameters
-    ----------
-    containment, target
-        Probability contents, each in (0, 1).
-
-    Raises
-    ------
-    ValueError
-        If either is not in (0, 1) (a 100 % radius has no Gaussian equivalent).
-
-    Examples
-    --------
-    >>> round(gaussian_radius_scale(0.68), 4), round(gaussian_radius_scale(0.5), 4)
-    (1.4216, 1.8226)
-    """
-    for name, p in (("containment", containment), ("target", target)):
-        if not 0.0 < p < 1.0:
-            raise ValueError(f"{name} {p!r} is not a probability in (0, 1)")
-    return math.sqrt(math.log1p(-target) / math.log1p(-containment))
 
 
 def separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:

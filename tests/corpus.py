@@ -154,3 +154,17 @@ def check_alert(alert: Alert, expected: dict[str, Any]) -> list[str]:
             v = {kk: vv for kk, vv in v.items() if kk != "area90_deg2"}
         problems.extend(_cmp(k, view.get(k), v))
     return problems
+
+
+def parsed_alerts() -> list[Alert]:
+    """Every notice of the corpus that becomes an alert, in path order."""
+    from broker.errors import RejectedNotice
+    from broker.formats import parse
+
+    out = []
+    for path in notice_files():
+        try:
+            out.append(parse(path.read_bytes()))
+        except RejectedNotice:
+            continue
+    return out

@@ -19,26 +19,13 @@ from broker.errors import ConfigError
 from broker.formats import parse
 from broker.model import Alert, Annotation, CatalogMatch, CredibleRegion, SourceMessage
 from broker.replay import guess_topic
-from tests.corpus import NOTICES
+from tests.corpus import NOTICES, parsed_alerts
 
 ICECUBE = NOTICES / "gcn-json/icecube/single_neutrino_alerts.gold_bronze_track_alerts.example.json"
 
 
 def _alert(path: Path) -> Alert:
     return parse(path.read_bytes(), guess_topic(path))
-
-
-def _real(n: int) -> list[Alert]:
-    """The first ``n`` real notices (sorted paths) that parse, with and without localization."""
-    out = []
-    for p in sorted(NOTICES.rglob("*.json")):
-        try:
-            out.append(_alert(p))
-        except Exception:  # noqa: S112 - rejected notices are covered by the corpus test
-            continue
-        if len(out) == n:
-            break
-    return out
 
 
 @dataclass
@@ -62,7 +49,7 @@ class _Recorder:
 
 
 def test_annotators_see_only_alerts_with_what_they_need() -> None:
-    alerts = _real(60)
+    alerts = parsed_alerts()
     with_map = [a.broker_id for a in alerts if a.skymap is not None]
     assert with_map, "the sample must contain sky-map alerts"
     rec = _Recorder()
@@ -78,7 +65,7 @@ def test_annotators_see_only_alerts_with_what_they_need() -> None:
 
 
 def test_a_failing_annotator_marks_annotations_missing_and_the_batch_goes_on() -> None:
-    alerts = _real(60)
+    alerts = parsed_alerts()
     stage = AnnotationStage([_Recorder(fail=True), _Recorder(name="ok", needs="localization")])
     out = stage.process(alerts)
     assert len(out) == len(alerts)

@@ -25,31 +25,13 @@ from broker.filter_registry import (
 )
 from broker.filtering import FilterRegistrationError, run_filter
 from broker.formats import parse
+from tests.filter_sources import BRIGHT_NU, write
 
 HEADER = "from broker.filtering import Filter, FilterResult\n\n"
 
-GOOD = """
-class BrightNu(Filter):
-    name = "bright-nu"
-    version = "1.0"
-    description = "IceCube tracks with signalness >= 0.5"
-    requires = ("properties.signalness",)
-    tags = {"bright-nu": "a bright neutrino"}
-    properties = {"signalness": "probability that the track is astrophysical"}
-
-    def run(self, alert):
-        s = alert.properties["signalness"]
-        return FilterResult(("bright-nu",), {"signalness": s}) if s >= 0.5 else None
-"""
+GOOD = BRIGHT_NU
 
 ICECUBE_GOLD = Path(__file__).parent / "data/notices/voevent/icecube_amon/finkmm_icecube_voevent_number_825.xml"
-
-
-def write(folder: Path, name: str, source: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(textwrap.dedent(source))
-    return path
 
 
 def user_registry(folder: Path, state: Path | None = None) -> Registry:
@@ -81,18 +63,20 @@ def test_discover_user_folder_without_importing(tmp_path: Path) -> None:
     write(folder, "_private.py", "raise RuntimeError('never imported')\n")
     write(folder, "notes.txt", "not python\n")
     path_before = list(sys.path)
+    modules_before = set(sys.modules)
 
     refs = discover(builtin_package=None, user_dir=folder, entry_point_group=None)
     assert refs == [
         FilterRef(kind="folder", path=(folder / "mine.py").resolve(), origin=str((folder / "mine.py").resolve()))
     ]
-    assert not any(name.startswith("mmbroker_user_mine_") for name in sys.modules), "discover imported user code"
+    new_modules = set(sys.modules) - modules_before
+    assert not any(name.startswith("mmbroker_user_mine_") for name in new_modules), "discover imported user code"
 
     expanded = discover(builtin_package=None, user_dir=folder, entry_point_group=None, import_user=True)
     assert [r.qualname for r in expanded] == ["BrightNu", "Second"]
     assert expanded[0].origin == f"{(folder / 'mine.py').resolve()}:BrightNu"
     assert sys.path == path_before
-    synthetic = [n for n in sys.modules if n.startswith("mmbroker_user_mine_")]
+    synthetic = [n for n in set(sys.modules) - modules_before if n.startswith("mmbroker_user_mine_")]
     assert len(synthetic) == 1
 
     registry = user_registry(folder)

@@ -13,42 +13,23 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from broker.errors import RejectedNotice
 from broker.filter_registry import Registry, load_registry
 from broker.filter_stage import FilterFailure, FilterMetrics, FilterStage, FilterStats
 from broker.filtering import FilterResult
-from broker.formats import parse
 from broker.model import Alert
 from broker.sandbox import Sandbox, Skipped
+from tests.corpus import parsed_alerts
+from tests.filter_sources import BRIGHT_NU, MESSENGER_ECHO
 
-NOTICES = Path(__file__).parent / "data" / "notices"
-
-BUILTINS = """
+BUILTINS = (
+    """
 from broker.filtering import Filter, FilterResult
 
 
-class BrightNu(Filter):
-    name = "bright-nu"
-    version = "1.0"
-    description = "IceCube tracks with signalness >= 0.5"
-    requires = ("properties.signalness",)
-    tags = {"bright-nu": "a bright neutrino"}
-    properties = {"signalness": "probability that the track is astrophysical"}
-
-    def run(self, alert):
-        s = alert.properties["signalness"]
-        return FilterResult(("bright-nu",), {"signalness": s}) if s >= 0.5 else None
-
-
-class Messenger(Filter):
-    name = "messenger-echo"
-    version = "2.1"
-    description = "tags each alert with its messenger (vectorised)"
-    tags = {"from-gw": "a GW alert", "from-elsewhere": "not a GW alert"}
-
-    def run_batch(self, alerts):
-        return ["from-gw" if a.messenger == "gw" else "from-elsewhere" for a in alerts]
-
+"""
+    + BRIGHT_NU
+    + MESSENGER_ECHO
+    + """
 
 class Fragile(Filter):
     name = "fragile"
@@ -71,21 +52,12 @@ class Silent(Filter):
     def run(self, alert):
         return None
 """
-
-
-def real_alerts() -> list[Alert]:
-    out = []
-    for path in sorted(p for p in NOTICES.rglob("*") if p.is_file()):
-        try:
-            out.append(parse(path.read_bytes()))
-        except RejectedNotice:
-            continue
-    return out
+)
 
 
 @pytest.fixture(scope="module")
 def alerts() -> list[Alert]:
-    return real_alerts()
+    return parsed_alerts()
 
 
 @pytest.fixture

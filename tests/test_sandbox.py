@@ -13,48 +13,24 @@ import resource
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from broker.errors import RejectedNotice
 from broker.filter_registry import FilterRef, load_registry
 from broker.filtering import FilterResult
-from broker.formats import parse
 from broker.model import Alert
 from broker.sandbox import BatchOutcome, Sandbox, Skipped
+from tests.corpus import parsed_alerts
+from tests.filter_sources import BRIGHT_NU, MESSENGER_ECHO, write
 
-NOTICES = Path(__file__).parent / "data" / "notices"
 BUDGET_S = 0.5
 
 HEADER = "import os, socket, time\nfrom broker.filtering import Filter, FilterResult\n\n"
 
-GOOD = """
-class BrightNu(Filter):
-    name = "bright-nu"
-    version = "1.0"
-    description = "IceCube tracks with signalness >= 0.5"
-    requires = ("properties.signalness",)
-    tags = {"bright-nu": "a bright neutrino"}
-    properties = {"signalness": "probability that the track is astrophysical"}
-
-    def run(self, alert):
-        s = alert.properties["signalness"]
-        return FilterResult(("bright-nu",), {"signalness": s}) if s >= 0.5 else None
-
-
-class Messenger(Filter):
-    name = "messenger-echo"
-    version = "2.1"
-    description = "tags each alert with its messenger (vectorised)"
-    tags = {"from-gw": "a GW alert", "from-elsewhere": "not a GW alert"}
-
-    def run_batch(self, alerts):
-        return ["from-gw" if a.messenger == "gw" else "from-elsewhere" for a in alerts]
-"""
+GOOD = BRIGHT_NU + MESSENGER_ECHO
 
 PROBE = """
 import resource
@@ -171,28 +147,11 @@ class Crasher(Filter):
 """
 
 
-def real_alerts() -> list[Alert]:
-    out = []
-    for path in sorted(p for p in NOTICES.rglob("*") if p.is_file()):
-        try:
-            out.append(parse(path.read_bytes()))
-        except RejectedNotice:
-            continue
-    return out
-
-
 @pytest.fixture(scope="module")
 def alerts() -> list[Alert]:
-    got = real_alerts()
+    got = parsed_alerts()
     assert len(got) > 100
     return got
-
-
-def write(folder: Path, name: str, source: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(textwrap.dedent(source))
-    return path
 
 
 def user_refs(folder: Path) -> list[FilterRef]:
