@@ -32,6 +32,7 @@ from broker.model import (
     Annotation,
     CatalogMatch,
     Circle,
+    Coincidence,
     ContainmentRadius,
     CredibleRegion,
     Ellipse,
@@ -44,8 +45,8 @@ from broker.model import (
     SubEvent,
 )
 
-SCHEMA_VERSION = 2
-PREVIOUS_SCHEMAS = ("alert-v1.avsc",)
+SCHEMA_VERSION = 3
+PREVIOUS_SCHEMAS = ("alert-v1.avsc", "alert-v2.avsc")
 _MARKER = b"\xc3\x01"
 
 
@@ -197,6 +198,9 @@ def to_record(alert: Alert) -> dict[str, Any]:
         ],
         "tags": list(alert.tags),
         "annotations": [_annotation_record(a) for a in alert.annotations],
+        "coincidences": [coincidence_record(c) for c in alert.coincidences],
+        "revision_state": alert.revision_state,
+        "previous_broker_id": alert.previous_broker_id,
         "provenance": {
             "source_format": alert.provenance.source_format,
             "parser_version": alert.provenance.parser_version,
@@ -303,6 +307,95 @@ def _annotation_from(rec: dict[str, Any]) -> Annotation:
     )
 
 
+def coincidence_record(c: Coincidence) -> dict[str, Any]:
+    """The Avro record of a coincidence (``Coincidence`` in ``alert.avsc``)."""
+    return {
+        "coincidence_id": c.coincidence_id,
+        "rule": c.rule,
+        "tag": c.tag,
+        "status": c.status,
+        "a_broker_id": c.a_broker_id,
+        "a_event_key": c.a_event_key,
+        "a_messenger": c.a_messenger,
+        "b_broker_id": c.b_broker_id,
+        "b_event_key": c.b_event_key,
+        "b_messenger": c.b_messenger,
+        "time_difference": c.time_difference,
+        "window_low": c.window[0],
+        "window_high": c.window[1],
+        "spatial_test": c.spatial_test,
+        "overlap": c.overlap,
+        "separation": c.separation,
+        "far_temporal": c.far_temporal,
+        "far_spatiotemporal": c.far_spatiotemporal,
+        "reason": c.reason,
+    }
+
+
+def coincidence_from(rec: dict[str, Any]) -> Coincidence:
+    """Rebuild a :class:`Coincidence` from its Avro record."""
+    return Coincidence(
+        coincidence_id=rec["coincidence_id"],
+        rule=rec["rule"],
+        tag=rec["tag"],
+        status=rec["status"],
+        a_broker_id=rec["a_broker_id"],
+        a_event_key=rec["a_event_key"],
+        a_messenger=rec["a_messenger"],
+        b_broker_id=rec["b_broker_id"],
+        b_event_key=rec["b_event_key"],
+        b_messenger=rec["b_messenger"],
+        time_difference=rec["time_difference"],
+        window=(rec["window_low"], rec["window_high"]),
+        spatial_test=rec["spatial_test"],
+        overlap=rec["overlap"],
+        separation=rec["separation"],
+        far_temporal=rec["far_temporal"],
+        far_spatiotemporal=rec["far_spatiotemporal"],
+        reason=rec["reason"],
+    )
+
+
+@lru_cache(maxsize=1)
+def coincidence_schema() -> dict[str, Any]:
+    """The parsed schema of a ``<prefix>.coincidence`` message: the ``Coincidence`` record."""
+    raw = json.loads(resources.files("avro_schemas").joinpath("alert.avsc").read_text(encoding="utf-8"))
+    for f in raw["fields"]:
+        if f["name"] == "coincidences":
+            sub = dict(f["type"]["items"])
+            if "namespace" not in sub and "namespace" in raw:
+                sub["namespace"] = raw["namespace"]
+            parsed = fastavro.parse_schema(sub)
+            if not isinstance(parsed, dict):
+                break
+            return parsed
+    raise BrokerError("alert.avsc has no coincidences record")
+
+
+def coincidence_fingerprint() -> bytes:
+    """CRC-64-AVRO fingerprint of :func:`coincidence_schema`."""
+    return _fingerprint(coincidence_schema())
+
+
+def encode_coincidence(c: Coincidence) -> bytes:
+    """Single-object-encode a coincidence message (marker, fingerprint, datum)."""
+    buf = io.BytesIO()
+    buf.write(_MARKER)
+    buf.write(coincidence_fingerprint())
+    fastavro.schemaless_writer(buf, coincidence_schema(), coincidence_record(c))
+    return buf.getvalue()
+
+
+def decode_coincidence(data: bytes) -> Coincidence:
+    """Decode a ``<prefix>.coincidence`` message."""
+    if len(data) < 10 or data[:2] != _MARKER or data[2:10] != coincidence_fingerprint():
+        raise AvroDecodeError("not an mmbroker coincidence message (marker or fingerprint mismatch)")
+    rec = fastavro.schemaless_reader(io.BytesIO(data[10:]), coincidence_schema(), None)
+    if not isinstance(rec, dict):
+        raise AvroDecodeError("datum is not a record")
+    return coincidence_from(rec)
+
+
 def _skymap_from(rec: dict[str, Any] | None) -> SkyMap | None:
     if rec is None:
         return None
@@ -370,6 +463,9 @@ def from_record(rec: dict[str, Any]) -> Alert:
         ),
         tags=tuple(rec["tags"]),
         annotations=tuple(_annotation_from(a) for a in rec.get("annotations", ())),
+        coincidences=tuple(coincidence_from(c) for c in rec.get("coincidences", ())),
+        revision_state=rec.get("revision_state"),
+        previous_broker_id=rec.get("previous_broker_id"),
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -95,6 +95,25 @@ class Settings(BaseSettings):
         Address-space limit of the process running user filters (MB).
     filter_raise_errors
         Raise filter errors instead of isolating them (for tests).
+    state_backend
+        Where the hot state lives (recent-alert window, event revisions,
+        de-duplication, coincidence claims): ``memory`` (one worker, the
+        embedded default) or ``redis`` (``redis_url``; workers scale out).
+    window_retention_s
+        How long alerts stay in the recent-alert window, s of event time
+        behind the newest event time seen (stream time, so replays work).
+    coincidences
+        Search for multi-messenger coincidences.
+    coincidence_rules_file
+        YAML file replacing the default (RAVEN) coincidence rules.
+    neutrino_grb_window_s
+        Window of the ``neutrino/grb`` rule on t_grb - t_neutrino (s).
+    archive_backend
+        ``sqlite`` (``archive_path``, the default) or ``elasticsearch``.
+    elasticsearch_url, elasticsearch_index
+        Elasticsearch (or OpenSearch-compatible) endpoint and index prefix.
+    ui_port
+        Port of the Streamlit dashboard (``mmbroker up`` / ``mmbroker ui``).
     """
 
     model_config = SettingsConfigDict(
@@ -146,6 +165,15 @@ class Settings(BaseSettings):
     filter_error_budget: int = Field(default=100, ge=1)
     filter_memory_mb: int = Field(default=2048, ge=64)
     filter_raise_errors: bool = False
+    state_backend: Literal["memory", "redis"] = "memory"
+    window_retention_s: float = Field(default=3 * 86400.0, gt=0)
+    coincidences: bool = True
+    coincidence_rules_file: Path | None = None
+    neutrino_grb_window_s: tuple[float, float] = (-500.0, 500.0)
+    archive_backend: Literal["sqlite", "elasticsearch"] = "sqlite"
+    elasticsearch_url: SecretStr | None = None
+    elasticsearch_index: str = "mmbroker"
+    ui_port: int = Field(default=8501, ge=0, le=65535)
     config_file: Path | None = Field(default=None, validation_alias=AliasChoices("config_file", "MMBROKER_CONFIG"))
 
     @field_validator("kafka", mode="before")
@@ -201,6 +229,11 @@ class Settings(BaseSettings):
     def dlq_topic(self) -> str:
         """Dead-letter topic."""
         return f"{self.prefix}.dlq"
+
+    @property
+    def coincidence_topic(self) -> str:
+        """Topic receiving every coincidence (and its withdrawal)."""
+        return f"{self.prefix}.coincidence"
 
     def tag_topic(self, tag: str) -> str:
         """Topic receiving the alerts that carry ``tag``."""

@@ -77,3 +77,11 @@ class ArchiveError(InfrastructureError):
 
 class EmbeddedBrokerError(InfrastructureError):
     """The embedded Kafka-compatible broker could not be started."""
+
+
+class StateError(InfrastructureError):
+    """The shared hot state (recent-alert window, revisions, de-duplication) failed.
+
+    The message names the operation; the cause (e.g. a Redis connection error
+    that outlasted the retry budget) is chained.
+    """

@@ -245,7 +245,7 @@ class FilterStage:
         self._budget_used: dict[str, int] = {}
         self._enabled: dict[str, bool] = {}
         self._failures: list[FilterFailure] = []
-        self._last_write = time.monotonic()
+        self._last_write = time.monotonic() - stats_interval_s  # the first batch writes the file
         if registry.pending and sandbox is None:
             log.warning(
                 "%d contributed filter source(s) not loaded: no sandbox (%s)",

@@ -23,6 +23,12 @@ class WorkerMetrics:
         self.dead_letters = Counter(
             "mmbroker_dead_letters", "Messages dead-lettered, by reason code", ["reason"], registry=self.registry
         )
+        self.duplicates = Counter(
+            "mmbroker_duplicates", "Notices delivered again and skipped (already processed)", registry=self.registry
+        )
+        self.coincidences = Counter(
+            "mmbroker_coincidences", "Coincidence messages published, by status", ["status"], registry=self.registry
+        )
         self.archived = Counter("mmbroker_alerts_archived", "New alerts archived", registry=self.registry)
         self.batch_seconds = Histogram(
             "mmbroker_batch_seconds",

@@ -32,12 +32,18 @@ import numpy.typing as npt
 Messenger = Literal["neutrino", "gamma", "xray", "optical", "radio", "gw", "unknown"]
 AlertKind = Literal["early_warning", "preliminary", "initial", "update", "retraction"]
 AnnotationStatus = Literal["ok", "missing", "skipped"]
+RevisionState = Literal["first", "update", "stale", "retraction", "unknown_retraction", "after_retraction"]
+CoincidenceStatus = Literal["active", "withdrawn"]
 SourceFormat = Literal["gcn_json", "voevent", "igwn_json", "igwn_avro"]
 PropertyValue: TypeAlias = bool | int | float | str
 
 MESSENGERS: tuple[Messenger, ...] = ("neutrino", "gamma", "xray", "optical", "radio", "gw", "unknown")
 ALERT_KINDS: tuple[AlertKind, ...] = ("early_warning", "preliminary", "initial", "update", "retraction")
 ANNOTATION_STATUSES: tuple[AnnotationStatus, ...] = ("ok", "missing", "skipped")
+REVISION_STATES: tuple[RevisionState, ...] = (
+    "first", "update", "stale", "retraction", "unknown_retraction", "after_retraction"
+)
+COINCIDENCE_STATUSES: tuple[CoincidenceStatus, ...] = ("active", "withdrawn")
 
 
 def gaussian_radius_scale(containment: float, target: float = 0.9) -> float:
@@ -364,6 +370,88 @@ class Annotation:
 
 
 @dataclass(frozen=True)
+class Coincidence:
+    """A multi-messenger coincidence between two alerts (of two different events).
+
+    The pair is ordered by the rule that found it: side ``a`` is the rule's
+    first alert class, side ``b`` its second (for ``gw-cbc/grb``, a is the GW
+    candidate and b the GRB), and ``time_difference`` is ``t_b - t_a``, the
+    convention of the IGWN alert schema's ``external_coinc.time_difference``
+    (GRB 170817A: +2.02 s).
+
+    Parameters
+    ----------
+    coincidence_id
+        Identity of the coincidence: the rule and the two upstream events (not
+        their revisions), so a later revision that is still coincident gives
+        the same id with updated statistics.
+    rule
+        Name of the rule that found it (``gw-cbc/grb``, ``neutrino/grb``, ...).
+    tag
+        The rule's pair tag (``gw-grb``, ...): the alert carrying the
+        coincidence is published to ``<prefix>.tag.<tag>`` and ``...tag.coincidence``.
+    status
+        ``active``, or ``withdrawn`` once either event was retracted.
+    a_broker_id, b_broker_id
+        Broker ids of the two alert revisions compared.
+    a_event_key, b_event_key
+        Event keys (``mission/event_id``) of the two sides.
+    a_messenger, b_messenger
+        Messengers of the two sides.
+    time_difference
+        ``t_b - t_a``, s.
+    window
+        The rule's window on ``time_difference``, s (low, high).
+    spatial_test
+        How the localizations were compared: ``skymap-overlap`` (two HEALPix
+        maps), ``skymap-point`` (a map and a point or region centre),
+        ``region-overlap`` (two circles/ellipses), ``point-in-region``, or
+        ``none`` (one side has no localization: temporal coincidence only).
+    overlap
+        RAVEN's sky-map overlap integral I_Omega (dimensionless; 1 for
+        uninformative maps, larger when the maps agree); None when
+        ``spatial_test`` is ``none``.
+    separation
+        Angular distance between the two best positions, deg.
+    far_temporal, far_spatiotemporal
+        Joint false-alarm rates, Hz (see :mod:`broker.coincidence.far`).
+    reason
+        Why it was withdrawn.
+    """
+
+    coincidence_id: str
+    rule: str
+    tag: str
+    status: CoincidenceStatus
+    a_broker_id: str
+    a_event_key: str
+    a_messenger: Messenger
+    b_broker_id: str
+    b_event_key: str
+    b_messenger: Messenger
+    time_difference: float
+    window: tuple[float, float]
+    spatial_test: str
+    overlap: float | None = None
+    separation: float | None = None
+    far_temporal: float | None = None
+    far_spatiotemporal: float | None = None
+    reason: str | None = None
+
+    def involves(self, event_key: str) -> bool:
+        """Whether ``event_key`` is one of the two sides."""
+        return event_key in (self.a_event_key, self.b_event_key)
+
+    def other_event_key(self, event_key: str) -> str:
+        """The event key of the side that is not ``event_key``."""
+        return self.b_event_key if event_key == self.a_event_key else self.a_event_key
+
+    def withdrawn(self, reason: str) -> Coincidence:
+        """Return this coincidence marked withdrawn, with ``reason``."""
+        return replace(self, status="withdrawn", reason=reason)
+
+
+@dataclass(frozen=True)
 class Provenance:
     """How the alert was made: wire format, parser, and the raw payload's digest."""
 
@@ -406,6 +494,9 @@ class Alert:
     sub_events: tuple[SubEvent, ...] = ()
     tags: tuple[str, ...] = ()
     annotations: tuple[Annotation, ...] = ()
+    coincidences: tuple[Coincidence, ...] = ()
+    revision_state: RevisionState | None = None
+    previous_broker_id: str | None = None
 
     @property
     def event_key(self) -> str:
@@ -444,6 +535,10 @@ class Alert:
     def with_annotations(self, annotations: tuple[Annotation, ...]) -> Alert:
         """Return a copy with ``annotations`` appended to the existing ones."""
         return replace(self, annotations=self.annotations + annotations)
+
+    def with_coincidences(self, coincidences: tuple[Coincidence, ...]) -> Alert:
+        """Return a copy with ``coincidences`` appended to the existing ones."""
+        return replace(self, coincidences=self.coincidences + coincidences)
 
     def with_tags(self, tags: tuple[str, ...]) -> Alert:
         """Return a copy carrying ``tags`` (sorted, de-duplicated)."""

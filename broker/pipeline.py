@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """The stage chain a micro-batch of alerts goes through.
 
-``normalize -> annotate -> coincide -> filter -> tag``: each stage takes the
-whole batch and returns it (alerts are frozen; a stage returns new ones).
-Annotators and filters are hooks for now; the built-in tagger gives the
-substreams every broker needs from day one.
+``revisions -> annotate -> coincide -> filter -> tag -> revision policy``:
+each stage takes the whole batch and returns it (alerts are frozen; a stage
+returns new ones).  The revision stages and the coincidence search use the
+shared state store (:mod:`broker.state`); without one (``mmbroker parse``,
+unit tests) only annotators, filters and the built-in tagger run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from broker.config import Settings
     from broker.filter_stage import FilterFailure, FilterStage
+    from broker.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +66,22 @@ class BuiltinTagger:
 
 @dataclass
 class Pipeline:
-    """Annotators, then filters, then the built-in tagger, on each batch."""
+    """Revisions, annotators, coincidences, filters, the built-in tagger and the revision policy, on each batch."""
 
     annotators: Sequence[Stage] = field(default_factory=list)
     filters: Sequence[Stage] = field(default_factory=list)
     tagger: Stage = field(default_factory=BuiltinTagger)
+    revisions: Stage | None = None
+    coincidences: Stage | None = None
+    policy: Stage | None = None
 
     @property
     def stages(self) -> list[Stage]:
         """The stages in order."""
-        return [*self.annotators, *self.filters, self.tagger]
+        head = [self.revisions] if self.revisions is not None else []
+        mid = [self.coincidences] if self.coincidences is not None else []
+        tail = [self.policy] if self.policy is not None else []
+        return [*head, *self.annotators, *mid, *self.filters, self.tagger, *tail]
 
     def run(self, alerts: list[Alert]) -> list[Alert]:
         """Apply every stage to the batch."""
@@ -98,8 +106,10 @@ class Pipeline:
                 close()
 
 
-def build_pipeline(settings: Settings, registry: CollectorRegistry | None = None) -> Pipeline:
-    """The pipeline the settings ask for: annotators, filters, and the built-in tagger.
+def build_pipeline(
+    settings: Settings, registry: CollectorRegistry | None = None, state: StateStore | None = None
+) -> Pipeline:
+    """The pipeline the settings ask for: revisions, annotators, coincidences, filters, the built-in tagger.
 
     Catalogs are loaded, and filters discovered and validated, here at
     start-up, so a bad catalog stops the worker before it consumes anything
@@ -112,6 +122,8 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry | None = None
         Process settings.
     registry
         Prometheus registry receiving the per-filter metrics.
+    state
+        Shared state store; revision tracking and coincidences need one.
     """
     annotators: list[Stage] = []
     filters: list[Stage] = []
@@ -122,7 +134,19 @@ def build_pipeline(settings: Settings, registry: CollectorRegistry | None = None
         annotators.append(AnnotationStage(build_annotators(settings)))
     if settings.filters:
         filters.append(build_filter_stage(settings, registry))
-    return Pipeline(annotators=annotators, filters=filters)
+    pipeline = Pipeline(annotators=annotators, filters=filters)
+    if state is not None:
+        from broker.revisions import RevisionPolicy, RevisionStage
+
+        pipeline.revisions = RevisionStage(state)
+        pipeline.policy = RevisionPolicy(state)
+        if settings.coincidences:
+            from broker.coincidence.rules import load_rules
+            from broker.coincidence.stage import CoincidenceStage
+
+            rules = load_rules(settings.coincidence_rules_file, settings.neutrino_grb_window_s)
+            pipeline.coincidences = CoincidenceStage(state, rules)
+    return pipeline
 
 
 def build_filter_stage(settings: Settings, registry: CollectorRegistry | None = None) -> FilterStage:

@@ -52,9 +52,24 @@ def alert_line(alert: Alert) -> str:
     inst = f"/{alert.instrument}" if alert.instrument else ""
     rev = "" if alert.revision is None else f" rev {alert.revision}"
     tags = ",".join(alert.tags)
-    line = f"{t}Z {alert.messenger:8} {alert.mission}{inst} {alert.event_id}{rev} [{alert.kind}] {where} tags={tags}"
-    context = annotation_summary(alert)
+    state = "" if alert.revision_state in (None, "first") else f" ({alert.revision_state})"
+    line = (
+        f"{t}Z {alert.messenger:8} {alert.mission}{inst} {alert.event_id}{rev} [{alert.kind}]{state} "
+        f"{where} tags={tags}"
+    )
+    context = "; ".join(p for p in (annotation_summary(alert), coincidence_summary(alert)) if p)
     return f"{line} | {context}" if context else line
+
+
+def coincidence_summary(alert: Alert) -> str:
+    """A short human summary of the coincidences an alert carries (found or withdrawn)."""
+    parts = []
+    for c in alert.coincidences:
+        other = c.b_event_key if c.a_broker_id == alert.broker_id else c.a_event_key
+        far = "" if c.far_temporal is None else f", FAR {c.far_temporal:.2g} Hz"
+        verb = "WITHDRAWN " if c.status == "withdrawn" else ""
+        parts.append(f"{verb}coincidence {c.rule} with {other}: dt {c.time_difference:+.2f} s{far}")
+    return "; ".join(parts)
 
 
 def annotation_summary(alert: Alert) -> str:

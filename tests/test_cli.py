@@ -71,7 +71,8 @@ def test_up_once_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     """The README's first command, with --once so that it ends."""
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.cli.main", "up", "--once", "--port", "0", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "broker.cli.main", "up", "--once", "--no-ui", "--port", "0", "--state-dir",
+         str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -90,7 +91,8 @@ def test_up_uses_a_configured_cluster_instead(settings_factory: Callable[..., Se
     s = settings_factory()
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=s.bootstrap_servers, MMBROKER_GROUP_ID=s.group_id)
     proc = subprocess.run(
-        [sys.executable, "-m", "broker.cli.main", "up", "--once", "--prefix", s.prefix, "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "broker.cli.main", "up", "--once", "--no-ui", "--prefix", s.prefix, "--state-dir",
+         str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

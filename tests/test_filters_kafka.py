@@ -120,11 +120,19 @@ def test_builtin_tag_topics_and_bad_user_filters(settings_factory: Callable[...,
     run_until(lambda: worker.run(count), worker.request_stop, lambda: seen[0] >= len(files), timeout_s=300)
     elapsed = time.monotonic() - t0
 
-    # 1. every built-in tag topic holds exactly the expected real notices
+    # 1. every built-in tag topic holds exactly the expected real notices, among those that went out as live
+    #    versions: the corpus has unrelated examples sharing an event id (e.g. Swift/694215995, GUANO examples and
+    #    a retraction), and a version older than one already seen, or after a retraction, goes to no tag topic
+    #    (broker.revisions); which one that is depends on the partition interleaving
+    out = [decode_alert(r.value) for r in read_topic(settings, settings.alerts_topic)]
+    assert len(out) == n_alerts
+    silent = {a.provenance.raw_sha256 for a in out if a.revision_state in ("stale", "after_retraction")}
+    assert len(silent) < n_alerts // 3
+    #    (a retraction also goes to every tag topic its event went to: not a filter result, left out here)
     for tag, digests in expected_tags().items():
-        got = {decode_alert(r.value).provenance.raw_sha256 for r in read_topic(settings, settings.tag_topic(tag))}
-        assert got == digests, f"{tag}: extra {len(got - digests)}, missing {len(digests - got)}"
-    assert len(read_topic(settings, settings.alerts_topic)) == n_alerts
+        on_topic = [decode_alert(r.value) for r in read_topic(settings, settings.tag_topic(tag))]
+        got = {a.provenance.raw_sha256 for a in on_topic if a.revision_state != "retraction"}
+        assert got == digests - silent, f"{tag}: extra {len(got - digests)}, missing {len(digests - silent - got)}"
 
     # 2. each offender is disabled, with its reason
     state = json.loads(settings.filter_state_file.read_text())

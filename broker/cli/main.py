@@ -12,7 +12,17 @@ import sys
 from collections.abc import Sequence
 
 from broker import __version__
-from broker.cli import catalogs_cmd, filters_cmd, parse_cmd, replay_cmd, run_cmd, subscribe_cmd, up_cmd
+from broker.cli import (
+    catalogs_cmd,
+    filters_cmd,
+    parse_cmd,
+    replay_cmd,
+    run_cmd,
+    search_cmd,
+    subscribe_cmd,
+    ui_cmd,
+    up_cmd,
+)
 from broker.errors import BrokerError
 
 COMMANDS = {
@@ -23,6 +33,8 @@ COMMANDS = {
     "parse": parse_cmd,
     "catalogs": catalogs_cmd,
     "filters": filters_cmd,
+    "ui": ui_cmd,
+    "search": search_cmd,
 }
 
 

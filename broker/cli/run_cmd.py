@@ -7,7 +7,7 @@ import argparse
 import logging
 import signal
 
-from broker.archive.sqlite import SQLiteArchive
+from broker.archive import open_archive
 from broker.cli.common import add_settings_args, settings_from, with_running_cluster
 from broker.config import Settings
 from broker.kafka.worker import Worker
@@ -26,7 +26,7 @@ def add_parser_args(p: argparse.ArgumentParser) -> None:
 
 def make_worker(settings: Settings) -> Worker:
     """A worker that stops on SIGTERM or SIGINT after finishing its current batch."""
-    worker = Worker(settings, SQLiteArchive(settings.archive_path))
+    worker = Worker(settings, open_archive(settings))
 
     def stop(signum: int, _frame: object) -> None:
         log.info("signal %d: finishing the current batch, then stopping", signum)

@@ -7,6 +7,12 @@ the batch has been acknowledged by Kafka and the batch is archived; a crash at
 any point re-delivers the uncommitted batch, whose alerts the archive then
 ignores (their broker ids are already stored).
 
+A notice delivered twice (same event, revision and bytes: the same broker
+id) is processed once: broker ids are marked done in the shared state store
+after the batch is published and archived, and a marked one is skipped
+(counted in ``mmbroker_duplicates``).  A crash before the mark re-processes
+the batch: at-least-once on the topics, and the archive absorbs it.
+
 Bad input never stops the worker: every message that does not become an alert
 goes to ``<prefix>.dlq`` with its original bytes and headers naming the reason
 and its source coordinates.  Kafka and archive failures propagate.
@@ -26,14 +32,15 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from broker import __version__
 from broker.archive import Archive, ArchivedAlert
-from broker.avro import encode_alert, schema_fingerprint
+from broker.avro import coincidence_fingerprint, encode_alert, encode_coincidence, schema_fingerprint
 from broker.config import Settings
 from broker.errors import KafkaError
 from broker.kafka.clients import ensure_topics, make_consumer, make_producer
 from broker.metrics import WorkerMetrics
-from broker.model import Alert, SourceMessage
+from broker.model import Alert, Coincidence, SourceMessage
 from broker.normalize import DeadLetter, Normalizer, PendingBatch
 from broker.pipeline import Pipeline, build_pipeline
+from broker.state import StateStore, state_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,8 @@ class BatchResult:
     consumed: int = 0
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    duplicates: int = 0
+    coincidences: list[Coincidence] = field(default_factory=list)
     published: int = 0
     archived_new: int = 0
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -104,6 +113,9 @@ class Worker:
         The stage chain; by default the one the settings ask for (:func:`build_pipeline`).
     metrics
         Prometheus metrics; a private registry by default.
+    state
+        Shared hot state (window, revisions, de-duplication); by default the
+        one the settings ask for (``state_backend``), owned and closed by the worker.
     """
 
     def __init__(
@@ -114,14 +126,17 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         consumer: Consumer | None = None,
         producer: Producer | None = None,
+        state: StateStore | None = None,
     ) -> None:
         self.settings = settings
         self.archive = archive
         self.metrics = metrics or WorkerMetrics()
-        self.pipeline = pipeline or build_pipeline(settings, self.metrics.registry)
+        self._own_state = state is None
+        self.state = state if state is not None else state_from_settings(settings)
+        self.pipeline = pipeline or build_pipeline(settings, self.metrics.registry, self.state)
         self._stop = threading.Event()
         self._known_topics: set[str] = set()
-        self._ensure([settings.alerts_topic, settings.dlq_topic])
+        self._ensure([settings.alerts_topic, settings.dlq_topic, settings.coincidence_topic])
         self.normalize = Normalizer(settings.max_message_bytes, settings.parse_processes)
         self.consumer = consumer or make_consumer(settings)
         self.producer = producer or make_producer(settings)
@@ -187,6 +202,8 @@ class Worker:
         self.consumer.close()
         self.normalize.close()
         self.pipeline.close()
+        if self._own_state:
+            self.state.close()
 
     # One batch ----------------------------------------------------------------
     def poll_batch(self) -> list[SourceMessage]:
@@ -212,16 +229,52 @@ class Worker:
         for topic, n in Counter(src.topic for src in batch).items():
             self.metrics.consumed.labels(topic).inc(n)
         good, result.dead_letters = self.normalize.result(pending)
+        good, result.duplicates = self._skip_duplicates(good)
         alerts = self.pipeline.run([a for _, a in good])
         result.alerts = alerts
+        result.coincidences = [c for a in alerts for c in a.coincidences]
         result.dead_letters.extend(self._filter_dead_letters(good, alerts))
         items = [ArchivedAlert(a, s, encode_alert(a)) for (s, _), a in zip(good, alerts, strict=True)]
-        result.published = self.publish(items, result.dead_letters)
+        result.published = self.publish(items, result.dead_letters, result.coincidences)
         result.archived_new = self.archive.write_batch(items)
+        if result.coincidences:
+            self.archive.write_coincidences(result.coincidences)
         self.metrics.archived.inc(result.archived_new)
+        self._remember(alerts, result.coincidences)
         result.committed = self.commit(batch)
         self.metrics.batch_seconds.observe(time.perf_counter() - pending.started)
         return result
+
+    def _skip_duplicates(
+        self, good: list[tuple[SourceMessage, Alert]]
+    ) -> tuple[list[tuple[SourceMessage, Alert]], int]:
+        """Drop notices already processed (earlier batches, any worker) or repeated within this batch."""
+        if not good:
+            return good, 0
+        done = self.state.seen({a.broker_id for _, a in good})
+        out: list[tuple[SourceMessage, Alert]] = []
+        here: set[str] = set()
+        for src, a in good:
+            if a.broker_id in done or a.broker_id in here:
+                log.debug("skipping %s from %s: already processed", a.broker_id, src.coordinates)
+                continue
+            here.add(a.broker_id)
+            out.append((src, a))
+        skipped = len(good) - len(out)
+        self.metrics.duplicates.inc(skipped)
+        return out, skipped
+
+    def _remember(self, alerts: list[Alert], coincidences: list[Coincidence]) -> None:
+        """After publish and archive: tags each event went out with, coincidences, and the done marks."""
+        tags: dict[str, set[str]] = {}
+        for a in alerts:
+            if a.tags:
+                tags.setdefault(a.event_key, set()).update(a.tags)
+        if tags:
+            self.state.add_tags(tags)
+        if coincidences:
+            self.state.put_coincidences(coincidences)
+        self.state.mark_done({a.broker_id for a in alerts})
 
     def _filter_dead_letters(self, good: list[tuple[SourceMessage, Alert]], alerts: list[Alert]) -> list[DeadLetter]:
         """Dead letters for the filters that failed on alerts of this batch (the alerts still go on)."""
@@ -265,8 +318,10 @@ class Worker:
             ensure_topics(self.settings, missing)
             self._known_topics.update(missing)
 
-    def publish(self, items: list[ArchivedAlert], dead: list[DeadLetter]) -> int:
-        """Produce alerts, tag copies and dead letters; wait until all are acknowledged.
+    def publish(
+        self, items: list[ArchivedAlert], dead: list[DeadLetter], coincidences: Iterable[Coincidence] = ()
+    ) -> int:
+        """Produce alerts, tag copies, coincidences and dead letters; wait until all are acknowledged.
 
         Raises
         ------
@@ -290,10 +345,30 @@ class Worker:
             ]
             if src.timestamp_ms is not None:
                 headers.append(("source-timestamp-ms", str(src.timestamp_ms).encode()))
+            if alert.revision_state is not None:
+                headers.append(("revision-state", alert.revision_state.encode()))
+            if alert.kind == "retraction":
+                headers.append(("retraction", b"true"))
             key = alert.event_key.encode()
             for topic in (s.alerts_topic, *(s.tag_topic(t) for t in alert.tags)):
                 self._produce(topic, value, key, headers)
                 n += 1
+        cfp = coincidence_fingerprint()
+        for c in coincidences:
+            self._produce(
+                s.coincidence_topic,
+                encode_coincidence(c),
+                c.coincidence_id.encode(),
+                [
+                    ("content-type", b"application/vnd.mmbroker.coincidence+avro"),
+                    ("avro-schema-fingerprint", cfp),
+                    ("coincidence-id", c.coincidence_id.encode()),
+                    ("status", c.status.encode()),
+                    ("rule", c.rule.encode()),
+                ],
+            )
+            self.metrics.coincidences.labels(c.status).inc()
+            n += 1
         for d in dead:
             self._dead_letter(d)
             n += 1
@@ -353,3 +428,4 @@ class Worker:
                 return {}
             raise KafkaError(f"offset commit failed: {exc}") from exc
         return nxt
+

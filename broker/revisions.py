@@ -1,0 +1,172 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Event revisions: every notice is one version of one upstream event.
+
+The broker keeps, per event (``mission/event_id``), the versions it has seen
+in arrival order (:class:`~broker.state.EventState`), shared between workers
+through the state store.  Each new version gets a
+:attr:`~broker.model.Alert.revision_state` by these documented rules:
+
+``first``
+    No earlier version of the event was seen (also for an update of an event
+    never seen: the broker may have joined the stream late; it is processed
+    as the event's first version).
+``update``
+    Not older than any earlier version: re-annotated, re-filtered, published
+    to its tag topics like any alert.  A version is *older* than another when
+    both have upstream revision numbers and its number is lower, or, when
+    either has none (e.g. an IGWN Kafka notice next to a GCN Classic VOEvent
+    of the same superevent) or the numbers are equal, when it was issued
+    earlier; a version equal in both is an upstream correction and counts as
+    an update.
+``stale``
+    Older than a version already seen (out-of-order delivery).  Archived, and
+    published on the alerts topic only, with no tags, so a telescope that
+    follows a tag topic is never sent back to an older localization; it does
+    not enter the coincidence window.
+``retraction``
+    Published to every tag topic the event was ever published to (and to the
+    tag topics of the coincidences it was part of), flagged as a retraction;
+    its coincidences are withdrawn and the event leaves the coincidence window.
+``unknown_retraction``
+    A retraction of an event never seen: published on the alerts topic and
+    its built-in tag topics (messenger or ``test``, and ``retraction``);
+    nothing else to withdraw.
+``after_retraction``
+    A notice for an event already retracted: archived and published on the
+    alerts topic only, with no tags (a retraction is final).
+
+Only versions recorded *before* an alert count for its state, so a notice
+re-delivered after a crash gets the same state as the first time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from broker.model import Alert, RevisionState
+from broker.state import EventState, StateStore, Version
+
+#: Revision states whose alerts go to tag topics and take part in coincidences.
+LIVE_STATES: frozenset[RevisionState] = frozenset({"first", "update"})
+#: Revision states published on the alerts topic only.
+SILENT_STATES: frozenset[RevisionState] = frozenset({"stale", "after_retraction"})
+
+
+def unix_time(alert: Alert, which: str = "issued") -> float | None:
+    """``alert.issued`` (or ``event_time``) as unix seconds, UTC."""
+    t = alert.issued if which == "issued" else alert.event_time
+    return None if t is None else t.timestamp()
+
+
+def version_of(alert: Alert) -> Version:
+    """The :class:`~broker.state.Version` recorded for ``alert``."""
+    return Version(alert.broker_id, alert.revision, unix_time(alert), alert.kind == "retraction")
+
+
+def is_older(v: Version, than: Version) -> bool:
+    """Whether version ``v`` is strictly older than ``than`` (see the module docstring)."""
+    if v.revision is not None and than.revision is not None and v.revision != than.revision:
+        return v.revision < than.revision
+    return v.issued is not None and than.issued is not None and v.issued < than.issued
+
+
+def _order(v: Version) -> tuple[float, float]:
+    return (
+        -math.inf if v.revision is None else float(v.revision),
+        -math.inf if v.issued is None else v.issued,
+    )
+
+
+def classify(alert: Alert, state: EventState | None) -> tuple[RevisionState, str | None]:
+    """Revision state of ``alert`` and the broker id of the latest earlier version.
+
+    Parameters
+    ----------
+    alert
+        The new version.
+    state
+        The event's state *including* this version (as recorded), or None.
+    """
+    earlier: list[Version] = []
+    if state is not None:
+        for v in state.versions:
+            if v.broker_id == alert.broker_id:
+                break
+            earlier.append(v)
+    # the latest earlier version: highest (revision, issue time), the later arrival on ties
+    previous = max(enumerate(earlier), key=lambda iv: (_order(iv[1]), iv[0]))[1].broker_id if earlier else None
+    if alert.kind == "retraction":
+        return ("retraction" if earlier else "unknown_retraction"), previous
+    if any(v.retraction for v in earlier):
+        return "after_retraction", previous
+    if not earlier:
+        return "first", None
+    mine = version_of(alert)
+    return ("stale" if any(is_older(mine, v) for v in earlier) else "update"), previous
+
+
+@dataclass
+class RevisionStage:
+    """Records every alert's version in the state store and sets its revision state.
+
+    Parameters
+    ----------
+    state
+        The shared state store.
+    """
+
+    state: StateStore
+    name: str = "revisions"
+
+    def process(self, alerts: list[Alert]) -> list[Alert]:
+        """Record the batch's versions (in stream order) and classify each alert."""
+        if not alerts:
+            return alerts
+        states = self.state.record_versions([(a.event_key, version_of(a)) for a in alerts])
+        out = []
+        for a in alerts:
+            rs, previous = classify(a, states.get(a.event_key))
+            out.append(replace(a, revision_state=rs, previous_broker_id=previous))
+        return out
+
+
+@dataclass
+class RevisionPolicy:
+    """Last stage: which tag topics each alert goes to, given its revision state.
+
+    Stale and after-retraction versions lose their tags (alerts topic only); a
+    retraction gains every tag its event was ever published with, and the tags
+    of the coincidences it withdraws.
+    """
+
+    state: StateStore
+    name: str = "revision-policy"
+
+    def process(self, alerts: list[Alert]) -> list[Alert]:
+        """Apply the policy to the batch."""
+        retracted = [a.event_key for a in alerts if a.revision_state == "retraction"]
+        known = self.state.events(retracted) if retracted else {}
+        out = []
+        for a in alerts:
+            if a.revision_state in SILENT_STATES:
+                a = replace(a, tags=())
+            elif a.revision_state == "retraction":
+                extra: set[str] = set(known[a.event_key].tags) if a.event_key in known else set()
+                extra |= withdrawn_tags(a.coincidences)
+                a = a.with_tags(a.tags + tuple(extra))
+            out.append(a)
+        return out
+
+
+def withdrawn_tags(coincidences: Sequence[object]) -> set[str]:
+    """Tags of the tag topics withdrawn coincidences were published to (``coincidence`` + their pair tag)."""
+    from broker.model import Coincidence
+
+    tags: set[str] = set()
+    for c in coincidences:
+        if isinstance(c, Coincidence) and c.status == "withdrawn":
+            tags.add("coincidence")
+            tags.add(c.tag)
+    return tags
