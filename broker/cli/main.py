@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    import astropy  # noqa: F401 - astropy installs its own logger class for "astropy": import it before configuring
+
     logging.getLogger("astropy").setLevel(logging.WARNING)
     try:
         status: int = args.func(args)
