@@ -31,9 +31,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
-from broker.coincidence.spatial import Footprint, footprint
 
 from broker.coincidence.rules import alert_classes, default_rules
+from broker.coincidence.spatial import Footprint, footprint
 from broker.coincidence.stage import CoincidenceStage, window_classes
 from broker.model import Alert, SkyMap
 from broker.state import StateStore, WindowEntry, open_state
