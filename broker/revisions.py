@@ -45,7 +45,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from broker.model import Alert, RevisionState
+from broker.model import Alert, Coincidence, RevisionState
 from broker.state import EventState, StateStore, Version
 
 #: Revision states whose alerts go to tag topics and take part in coincidences.
@@ -160,13 +160,7 @@ class RevisionPolicy:
         return out
 
 
-def withdrawn_tags(coincidences: Sequence[object]) -> set[str]:
+def withdrawn_tags(coincidences: Sequence[Coincidence]) -> set[str]:
     """Tags of the tag topics withdrawn coincidences were published to (``coincidence`` + their pair tag)."""
-    from broker.model import Coincidence
-
-    tags: set[str] = set()
-    for c in coincidences:
-        if isinstance(c, Coincidence) and c.status == "withdrawn":
-            tags.add("coincidence")
-            tags.add(c.tag)
-    return tags
+    withdrawn = [c for c in coincidences if c.status == "withdrawn"]
+    return {"coincidence", *(c.tag for c in withdrawn)} if withdrawn else set()

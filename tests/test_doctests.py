@@ -9,7 +9,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["broker.filtering", "broker.model", "broker.state"])
+@pytest.mark.parametrize("module", ["broker.filtering", "broker.model", "broker.state", "broker.sky"])
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from broker.archive.index import error_radius
 from broker.model import Alert
 
 RETRACTION_STATES = frozenset({"retraction", "unknown_retraction"})
@@ -52,15 +53,6 @@ class AlertRow:
         return self.kind == "retraction" or (self.revision_state or "") in RETRACTION_STATES
 
 
-def _error_radius(alert: Alert) -> float | None:
-    r = alert.region
-    for attr in ("radius", "semi_major"):
-        v = getattr(r, attr, None)
-        if isinstance(v, float):
-            return v
-    return None
-
-
 def row_from_alert(alert: Alert, published: datetime | None = None) -> AlertRow:
     """The row of a full alert (from Kafka or ``archive.get``)."""
     pos = alert.position if alert.region is not None or alert.skymap is not None else None
@@ -70,7 +62,7 @@ def row_from_alert(alert: Alert, published: datetime | None = None) -> AlertRow:
         notice_type=alert.notice_type, kind=alert.kind, revision=alert.revision,
         revision_state=alert.revision_state, is_test=alert.is_test, event_time=alert.event_time,
         published=published, ra=None if pos is None else pos[0], dec=None if pos is None else pos[1],
-        error_radius=_error_radius(alert), far=alert.far, tags=tuple(alert.tags),
+        error_radius=error_radius(alert), far=alert.far, tags=tuple(alert.tags),
         n_matches=sum(len(a.matches) for a in alert.annotations), n_coincidences=len(alert.coincidences),
     )
 

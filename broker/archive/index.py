@@ -22,6 +22,7 @@ import numpy.typing as npt
 from broker.archive import HPX_ORDER
 from broker.archive.query import CORE_PROPERTIES, to_us
 from broker.model import Alert, Circle, Ellipse
+from broker.sky import angular_separation
 
 CONE_DRIVE_MAX_DEG = 20.0
 """Cones up to this radius (deg) are answered from the pixel index; larger ones filter a time-ordered scan."""
@@ -195,17 +196,6 @@ class Cone:
     def separation(self, ra: npt.ArrayLike, dec: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Angular distance (deg) of positions (deg) from the centre (Vincenty's formula, stable at 0 and 180)."""
         return angular_separation(self.ra, self.dec, ra, dec)
-
-
-def angular_separation(
-    ra1: npt.ArrayLike, dec1: npt.ArrayLike, ra2: npt.ArrayLike, dec2: npt.ArrayLike
-) -> npt.NDArray[np.float64]:
-    """Great-circle distance (deg) between positions (deg), by Vincenty's formula."""
-    l1, b1, l2, b2 = (np.radians(np.asarray(x, dtype=np.float64)) for x in (ra1, dec1, ra2, dec2))
-    dl = l2 - l1
-    num = np.hypot(np.cos(b2) * np.sin(dl), np.cos(b1) * np.sin(b2) - np.sin(b1) * np.cos(b2) * np.cos(dl))
-    den = np.sin(b1) * np.sin(b2) + np.cos(b1) * np.cos(b2) * np.cos(dl)
-    return np.asarray(np.degrees(np.arctan2(num, den)), dtype=np.float64)
 
 
 def cone_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:

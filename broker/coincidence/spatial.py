@@ -131,6 +131,7 @@ import numpy as np
 import numpy.typing as npt
 
 from broker.model import Alert, Circle, Ellipse, Point, Rectangle, Region, SkyMap, gaussian_radius_scale
+from broker.sky import angular_separation
 
 __all__ = [
     "DEFAULT_KEEP",
@@ -225,14 +226,8 @@ def _dot3(vec: FloatArray, v: FloatArray) -> FloatArray:
     return np.asarray(vec[:, 0] * v[0] + vec[:, 1] * v[1] + vec[:, 2] * v[2], dtype=np.float64)
 
 
-def separation(ra1: npt.ArrayLike, dec1: npt.ArrayLike, ra2: npt.ArrayLike, dec2: npt.ArrayLike) -> FloatArray:
-    """Angular distance (deg) between positions (deg), broadcast; Vincenty's formula, exact at all angles."""
-    r1, d1, r2, d2 = (np.radians(np.asarray(x, dtype=np.float64)) for x in (ra1, dec1, ra2, dec2))
-    dra = r2 - r1
-    sd1, cd1, sd2, cd2 = np.sin(d1), np.cos(d1), np.sin(d2), np.cos(d2)
-    cdra = np.cos(dra)
-    num = np.hypot(cd2 * np.sin(dra), cd1 * sd2 - sd1 * cd2 * cdra)
-    return np.asarray(np.degrees(np.arctan2(num, sd1 * sd2 + cd1 * cd2 * cdra)), dtype=np.float64)
+separation = angular_separation
+"""Angular distance (deg) between positions (deg), broadcast (:func:`broker.sky.angular_separation`)."""
 
 
 def _bearing(ra1: npt.ArrayLike, dec1: npt.ArrayLike, ra2: npt.ArrayLike, dec2: npt.ArrayLike) -> FloatArray:

@@ -123,21 +123,7 @@ class CoincidenceStage:
     def _entry(self, alert: Alert, classes: tuple[str, ...]) -> WindowEntry:
         fp = footprint(alert)
         self._remember(alert.broker_id, fp)
-        assert alert.event_time is not None  # noqa: S101 - filtered by the caller
-        return WindowEntry(
-            broker_id=alert.broker_id,
-            event_key=alert.event_key,
-            revision=alert.revision,
-            issued=None if alert.issued is None else alert.issued.timestamp(),
-            classes=classes,
-            messenger=alert.messenger,
-            time=alert.event_time.timestamp(),
-            far=alert.far,
-            ra=fp.ra,
-            dec=fp.dec,
-            extent=fp.extent,
-            payload=fp.to_bytes(),
-        )
+        return WindowEntry.from_alert(alert, classes, fp.extent, fp.to_bytes())
 
     def _remember(self, broker_id: str, fp: Footprint) -> None:
         self._footprints[broker_id] = fp

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from broker.errors import ConfigError
+from broker.sky import angular_separation
 from broker.state.base import (
     CONE_TOLERANCE_DEG,
     DEFAULT_TTL_S,
@@ -35,7 +36,6 @@ from broker.state.base import (
     StateStore,
     Version,
     WindowEntry,
-    angular_separation,
 )
 from broker.state.memory import MemoryState, MemoryWindow
 from broker.state.redis_state import RedisState, RedisWindow

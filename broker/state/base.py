@@ -7,14 +7,10 @@ Times are unix seconds (UTC, float64), angles degrees, false-alarm rates Hz.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeAlias
-
-import numpy as np
-import numpy.typing as npt
 
 from broker.errors import StateError
 from broker.model import Alert, Coincidence
@@ -265,31 +261,6 @@ def order_key(revision: int | None, issued: float | None) -> OrderKey:
     """Sort key of ``(revision, issued)`` with None lowest."""
     return (revision is not None, 0 if revision is None else revision, issued is not None,
             0.0 if issued is None else issued)
-
-
-def angular_separation(
-    ra1: npt.ArrayLike, dec1: npt.ArrayLike, ra2: float, dec2: float
-) -> npt.NDArray[np.float64]:
-    """Great-circle distance (Vincenty formula, stable at all distances), deg.
-
-    Parameters
-    ----------
-    ra1, dec1
-        Positions, deg (arrays).
-    ra2, dec2
-        One position, deg.
-    """
-    lon1 = np.deg2rad(np.asarray(ra1, dtype=np.float64))
-    lat1 = np.deg2rad(np.asarray(dec1, dtype=np.float64))
-    lat2 = math.radians(dec2)
-    dlon = math.radians(ra2) - lon1
-    s1, c1 = np.sin(lat1), np.cos(lat1)
-    s2, c2 = math.sin(lat2), math.cos(lat2)
-    sd, cd = np.sin(dlon), np.cos(dlon)
-    num1 = c2 * sd
-    num2 = c1 * s2 - s1 * c2 * cd
-    den = s1 * s2 + c1 * c2 * cd
-    return np.asarray(np.rad2deg(np.arctan2(np.hypot(num1, num2), den)), dtype=np.float64)
 
 
 def version_json(v: Version) -> str:

@@ -21,13 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 from broker.model import Coincidence
+from broker.sky import angular_separation
 from broker.state.base import (
     CONE_TOLERANCE_DEG,
     DEFAULT_TTL_S,
     EventState,
     Version,
     WindowEntry,
-    angular_separation,
     order_key,
 )
 
@@ -222,7 +222,7 @@ class MemoryWindow:
             if e.ra is None or e.dec is None or e.extent is None:
                 keep.append(e)
                 continue
-            sep = float(angular_separation(np.array([e.ra]), np.array([e.dec]), ra0, dec0)[0])
+            sep = float(angular_separation(e.ra, e.dec, ra0, dec0))
             if sep <= radius + e.extent + CONE_TOLERANCE_DEG:
                 keep.append(e)
         return keep
