@@ -12,6 +12,7 @@ drives the same pages in Chromium against ``mmbroker up``.
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +36,16 @@ from broker.replay import guess_topic, notice_paths, sample_dir
 from ui import skyplot
 
 NOTICES = Path(__file__).parent / "data" / "notices"
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module() -> Iterator[None]:
+    """AppTest runs the page scripts as ``__main__`` and leaves that module installed: a later
+    ``multiprocessing`` spawn (the filter sandbox, the parse pool) would then re-run the page script in
+    its child and die.  Put the real ``__main__`` back after each test."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @dataclass(frozen=True)
