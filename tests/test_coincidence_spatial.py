@@ -577,6 +577,33 @@ def test_map_against_circles_and_ellipses(maps: dict[str, RealMap], name: str) -
         assert tiny == pytest.approx(point, rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["gwcelery_rrt_small_area.fits", "userguide_bayestar.multiorder.fits"])
+def test_support_shortcut_equals_the_full_integral(maps: dict[str, RealMap], name: str) -> None:
+    """A region whose integration disc misses the map's kept pixels skips the discretization (overlap 0); over
+    circles and ellipses of many sizes all over the sky, and hugging the map's edge, the result is exactly the
+    full integral's."""
+    fp = maps[name].fp
+    qa = sp._Density.of_map(fp)
+    rng = np.random.default_rng(7)
+    kept = np.column_stack(hp.pix2ang(1 << fp.order, fp.ipix, nest=True, lonlat=True))
+    edge = kept[rng.choice(len(kept), 60)]  # centres at kept pixels: discs that straddle the map's support
+    anywhere = np.column_stack((rng.uniform(0, 360, 240), np.degrees(np.arcsin(rng.uniform(-1, 1, 240)))))
+    skipped = 0
+    for k, (ra, dec) in enumerate(np.vstack((edge, anywhere))):
+        radius = float(rng.choice([0.05, 0.5, 2.0, 8.0, 20.0]))
+        ra_off = float(ra) + (3 * radius if k < len(edge) else 0.0)  # just outside the support, or anywhere
+        region = (Circle(ra_off % 360, float(dec), radius) if k % 2 else
+                  Ellipse(ra_off % 360, float(dec), radius, radius / 3, 40.0))
+        rf = region_footprint(region)
+        full = max(sp._integrate(qa, sp._Density.of_region(rf, fp.order), False)[0], 0.0)
+        meets = sp._region_meets_support(qa, region_footprint(region))
+        skipped += not meets
+        if not meets:
+            assert full == 0.0, (region, full)
+        assert compare(fp, region_footprint(region)).overlap == pytest.approx(full, rel=1e-12, abs=0.0)
+    assert 20 < skipped < 280  # both paths are exercised
+
+
 # --------------------------------------------------------------------------- 90 % region tests at boundaries
 
 

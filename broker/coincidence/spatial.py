@@ -577,6 +577,27 @@ class Footprint:
     def _gauss_cache(self) -> dict[int, tuple[int, IntArray, FloatArray]]:
         return {}
 
+    @cached_property
+    def _density_cache(self) -> dict[int, _Density]:
+        return {}
+
+    @cached_property
+    def _disc_cache(self) -> dict[int, IntArray | None]:
+        return {}
+
+    def _support_disc(self, map_order: int) -> IntArray | None:
+        """Pixels of order ``min(map_order, _SUPPORT_ORDER)`` that meet the disc over which this region's
+        density is integrated against a map of ``map_order``, grown by one integration pixel and one map pixel
+        (None: the whole sky); cached, as a window's region meets many maps."""
+        if map_order not in self._disc_cache:
+            assert self.ra is not None and self.dec is not None  # noqa: S101, PT018 - regions only
+            order, reach, _, _ = _region_grid(self, map_order)
+            radius = reach + hp.max_pixrad(1 << order) + hp.max_pixrad(1 << map_order)
+            nside = 1 << min(map_order, _SUPPORT_ORDER)
+            self._disc_cache[map_order] = None if radius >= math.pi else np.asarray(
+                hp.query_disc(nside, _unit(self.ra, self.dec), radius, inclusive=True, nest=True), dtype=np.int64)
+        return self._disc_cache[map_order]
+
     def _gauss(self, min_order: int) -> tuple[int, IntArray, FloatArray]:
         """The region's density discretized: (order, sorted pixel ids, probabilities summing to 1).
 
@@ -767,18 +788,13 @@ def _map_extent(ra: float, dec: float, order: int, ipix: IntArray) -> float | No
     return None if reach >= 180.0 else reach
 
 
-def _discretize_region(fp: Footprint, min_order: int) -> tuple[int, IntArray, FloatArray]:
-    """Probabilities of a circle's Fisher (or an ellipse's Gaussian) density on HEALPix pixels.
+def _region_grid(fp: Footprint, min_order: int) -> tuple[int, float, float, float]:
+    """How a circle's or ellipse's density is discretized: (order, reach, wide, narrow), angles in rad.
 
-    Pixels no larger than ``_GAUSS_PIXEL`` widths (and of order >= ``min_order``
-    if they fit in ``_GAUSS_MAX_PIXELS``), out to ``_GAUSS_WIDTHS`` widths from
-    the centre.  Midpoint values, normalized to sum 1, have an error of order
-    (pixel / width)^2 (about 1 % where a sky map rises steeply across the
-    region): when the next coarser order is still >= ``min_order`` (the map's
-    pixels are then unions of pixels of both orders), the two midpoint sums are
-    combined by Richardson extrapolation, ``(4 I_o - I_{o-1}) / 3``, written as
-    one set of weights at order o (the coarse weights shared among children);
-    the error drops to about 0.05 %.
+    ``wide`` and ``narrow`` are the density's widths (equal for a circle's
+    Fisher density), ``reach`` the truncation radius (``_GAUSS_WIDTHS``
+    widths), ``order`` the HEALPix order of the integration pixels (see
+    :func:`_discretize_region`).
     """
     assert fp.ra is not None and fp.dec is not None and fp.radius is not None  # noqa: S101, PT018 - regions only
     if fp.kind == "ellipse":
@@ -793,6 +809,23 @@ def _discretize_region(fp: Footprint, min_order: int) -> tuple[int, IntArray, Fl
     order = max(needed, min_order)
     while order > 0 and disc_sr / (math.pi / 3.0 / 4.0**order) > _GAUSS_MAX_PIXELS:
         order -= 1
+    return order, reach, wide, narrow
+
+
+def _discretize_region(fp: Footprint, min_order: int) -> tuple[int, IntArray, FloatArray]:
+    """Probabilities of a circle's Fisher (or an ellipse's Gaussian) density on HEALPix pixels.
+
+    Pixels no larger than ``_GAUSS_PIXEL`` widths (and of order >= ``min_order``
+    if they fit in ``_GAUSS_MAX_PIXELS``), out to ``_GAUSS_WIDTHS`` widths from
+    the centre.  Midpoint values, normalized to sum 1, have an error of order
+    (pixel / width)^2 (about 1 % where a sky map rises steeply across the
+    region): when the next coarser order is still >= ``min_order`` (the map's
+    pixels are then unions of pixels of both orders), the two midpoint sums are
+    combined by Richardson extrapolation, ``(4 I_o - I_{o-1}) / 3``, written as
+    one set of weights at order o (the coarse weights shared among children);
+    the error drops to about 0.05 %.
+    """
+    order, reach, wide, narrow = _region_grid(fp, min_order)
     pix, w = _region_weights(fp, order, reach, wide, narrow)
     if order >= 1 and order - 1 >= min_order:
         pix_c, w_c = _region_weights(fp, order - 1, reach, wide, narrow)
@@ -843,7 +876,9 @@ class _Density:
     every pixel of the order can be built when many lookups are coming.
     """
 
-    __slots__ = ("_coarse", "_keys", "_support", "dense_p", "dense_r", "fp", "ipix", "order", "prob", "region")
+    __slots__ = (
+        "_coarse", "_keys", "_summed", "_support", "dense_p", "dense_r", "fp", "ipix", "order", "prob", "region",
+    )
 
     def __init__(
         self, order: int, ipix: IntArray, prob: FloatArray, region: BoolArray | None, fp: Footprint | None = None
@@ -856,6 +891,7 @@ class _Density:
         self.dense_p: FloatArray | None = None
         self.dense_r: BoolArray | None = None
         self._keys: dict[int, IntArray] = {}
+        self._summed: dict[int, tuple[IntArray, FloatArray]] = {}
         self._coarse: dict[int, BoolArray] = {}
         self._support: dict[int, BoolArray] = {}
 
@@ -866,8 +902,12 @@ class _Density:
 
     @classmethod
     def of_region(cls, fp: Footprint, min_order: int) -> _Density:
-        order, ipix, prob = fp._gauss(min_order)
-        return cls(order, ipix, prob, None, fp)
+        """A circle's or ellipse's discretized density (cached on the footprint with its lookup tables)."""
+        density = fp._density_cache.get(min_order)
+        if density is None:
+            order, ipix, prob = fp._gauss(min_order)
+            density = fp._density_cache[min_order] = cls(order, ipix, prob, None, fp)
+        return density
 
     def make_dense(self) -> None:
         """Build the tables over every pixel of the order (1 MB per million pixels)."""
@@ -896,6 +936,15 @@ class _Density:
             self._keys[levels] = keys
         return keys
 
+    def summed(self, levels: int) -> tuple[IntArray, FloatArray]:
+        """The pixels ``levels`` orders up, each once (sorted), with the probability of its children summed."""
+        cached = self._summed.get(levels)
+        if cached is None:
+            keys = self.parents(levels)
+            starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+            cached = self._summed[levels] = (keys[starts], np.add.reduceat(self.prob, starts))
+        return cached
+
     def support(self, order: int) -> BoolArray:
         """The kept pixels seen at a coarser ``order``, as a mask over every pixel of that order."""
         mask = self._support.get(order)
@@ -922,18 +971,21 @@ def _integrate(x: _Density, y: _Density, region: bool) -> tuple[float, bool]:
 
     The pixels of the finer density are looked up in the coarser one at their
     parent: ``I = 4 pi / A_coarse * sum_fine p_fine * p_coarse(parent)``,
-    exact for piecewise-constant maps.
+    exact for piecewise-constant maps.  A finer region density (no 90 %
+    flags to carry) is first summed onto the parents, once per order and
+    cached: the same sum with up to 4^levels times fewer lookups.
     """
     if x.order < y.order or (x.order == y.order and y.dense_p is None and x.dense_p is not None):
         x, y = y, x  # x: the finer (its pixels are the needles), y: looked up
-    keys = x.parents(x.order - y.order)
+    levels = x.order - y.order
+    keys, prob = x.summed(levels) if levels and x.region is None else (x.parents(levels), x.prob)
     # only the needles between y's first and last pixel can hit (keys are sorted)
     lo = int(np.searchsorted(keys, y.ipix[0], side="left"))
     hi = int(np.searchsorted(keys, y.ipix[-1], side="right"))
     if hi <= lo:
         return 0.0, False
     p, r = y.lookup(keys[lo:hi])
-    overlap = float(np.einsum("i,i->", x.prob[lo:hi], p)) * (12 << (2 * y.order))
+    overlap = float(np.einsum("i,i->", prob[lo:hi], p)) * (12 << (2 * y.order))
     if not region or r is None or x.region is None:
         return overlap, False
     return overlap, bool(np.any(r & x.region[lo:hi]))
@@ -978,8 +1030,25 @@ def _map_region(qa: _Density, b: Footprint, sep: float) -> SpatialResult:
     width = b.radius / _K90 if b.kind == "ellipse" else math.degrees(1.0 / math.sqrt(max(b._kappa, 1e-300)))
     if a.extent is not None and sep > a.extent + _GAUSS_WIDTHS * width:
         return _result("skymap-point", coincident, 0.0, sep)
+    if qa.order not in b._gauss_cache and not _region_meets_support(qa, b):
+        return _result("skymap-point", coincident, 0.0, sep)  # the map keeps no pixel where the density is
     overlap, _ = _integrate(qa, _Density.of_region(b, qa.order), False)
     return _result("skymap-point", coincident, max(overlap, 0.0), sep)
+
+
+def _region_meets_support(qa: _Density, b: Footprint) -> bool:
+    """Whether a sky map keeps a pixel inside the disc over which region ``b``'s density is integrated.
+
+    The discretization of ``b`` (against a map of ``qa.order``) covers the
+    pixels within ``reach`` of its centre; a map pixel can take part in the
+    integral only if it meets that disc grown by one integration pixel.  The
+    test runs on the map's kept pixels at order <= ``_SUPPORT_ORDER``
+    (``query_disc`` inclusive), so a False is an exact zero of the integral
+    and saves the discretization (most of the cost of a point-like alert that
+    meets a broad map in time but not on the sky).
+    """
+    pix = b._support_disc(qa.order)
+    return pix is None or bool(qa.support(min(qa.order, _SUPPORT_ORDER))[pix].any())
 
 
 # --------------------------------------------------------------------------- results and tests
@@ -1100,6 +1169,9 @@ def _compare_from_map(
         width = np.where(is_ellipse, radius / _K90, np.degrees(1.0 / np.sqrt(fisher_kappa(radius))))
     reach = np.ones(regions.size, dtype=np.bool_) if a.extent is None else (
         seps[regions] <= a.extent + _GAUSS_WIDTHS * width)
+    for k in np.flatnonzero(reach).tolist():  # an exact zero where the map keeps nothing under the density
+        b = others[int(regions[k])]
+        reach[k] = mo in b._gauss_cache or _region_meets_support(qa, b)
     gauss = [others[i]._gauss(mo) for i in regions[reach].tolist()]
     needles = sum(g[1].size for g in gauss if g[0] >= mo)  # pixels looked up in ``a``
     for i in maps:

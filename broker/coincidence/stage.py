@@ -140,34 +140,45 @@ class CoincidenceStage:
 
     # Search --------------------------------------------------------------------
     def _search(self, alert: Alert, me: WindowEntry) -> list[Coincidence]:
+        """Every rule's window query, then one spatial comparison of all their candidates (vectorised)."""
         prefix = _TEST_PREFIX if alert.is_test else ""
         mine = {c.removeprefix(_TEST_PREFIX) for c in me.classes}
-        my_fp = self._footprint_of(me)
-        found: list[Coincidence] = []
+        queries: list[tuple[Rule, bool, list[WindowEntry]]] = []
+        unique: dict[str, int] = {}  # broker id -> row of the comparison
+        others: list[Footprint] = []
         for rule in self.rules:
-            for side in ("a", "b"):
-                if (rule.a if side == "a" else rule.b) not in mine:
+            for me_is_a in (True, False):
+                if (rule.a if me_is_a else rule.b) not in mine:
                     continue
-                other_class = rule.b if side == "a" else rule.a
                 low, high = rule.window
                 # window on t_b - t_a: for side a the other (b) is at t + [low, high]; for side b, t - [high, low]
-                t_min, t_max = (me.time + low, me.time + high) if side == "a" else (me.time - high, me.time - low)
+                t_min, t_max = (me.time + low, me.time + high) if me_is_a else (me.time - high, me.time - low)
+                other_class = prefix + (rule.b if me_is_a else rule.a)
                 cands = [
-                    e for e in self.state.window.query(t_min, t_max, classes=[prefix + other_class])
+                    e for e in self.state.window.query(t_min, t_max, classes=[other_class])
                     if e.event_key != me.event_key
                 ]
                 self.stats.searched += 1
                 self.stats.candidates += len(cands)
-                if not cands:
+                if cands:
+                    queries.append((rule, me_is_a, cands))
+                    for e in cands:
+                        if e.broker_id not in unique:
+                            unique[e.broker_id] = len(others)
+                            others.append(self._footprint_of(e))
+        if not queries:
+            return []
+        results = compare_many(self._footprint_of(me), others)
+        found: list[Coincidence] = []
+        for rule, me_is_a, cands in queries:
+            for other in cands:
+                res = results[unique[other.broker_id]]
+                if rule.spatial and not res.coincident:
                     continue
-                results = compare_many(my_fp, [self._footprint_of(e) for e in cands])
-                for other, res in zip(cands, results, strict=True):
-                    if rule.spatial and not res.coincident:
-                        continue
-                    a, b = (me, other) if side == "a" else (other, me)
-                    c = self._coincidence(rule, a, b, res.test, res.overlap, res.separation)
-                    if self._claim(c, alert.broker_id):
-                        found.append(c)
+                a, b = (me, other) if me_is_a else (other, me)
+                c = self._coincidence(rule, a, b, res.test, res.overlap, res.separation)
+                if self._claim(c, alert.broker_id):
+                    found.append(c)
         self.stats.found += len(found)
         return found
 

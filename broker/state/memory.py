@@ -4,14 +4,15 @@
 The window keeps parallel numpy arrays sorted by (event time, broker id): a
 time range is two binary searches, the class and cone filters are vectorised
 over that slice only, so a query costs O(log n + slice).  New entries first go
-to a small unsorted staging list (scanned by every query) and are merged into
-the arrays with one ``np.insert`` per array once it holds
+to a small staging list, kept sorted the same way (a query bisects it too), and
+are merged into the arrays with one ``np.insert`` per array once it holds
 :data:`STAGE_MAX` entries, so adding one alert at a time to a 100,000-entry
 window does not copy the arrays each time.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -35,6 +36,7 @@ Clock = Callable[[], float]
 
 #: Entries staged before they are merged into the sorted arrays.
 STAGE_MAX = 1024
+_AFTER_ANY_ID = "\U0010ffff"  # sorts after every broker id (bisecting the staging keys up to a time)
 
 
 class MemoryWindow:
@@ -60,7 +62,9 @@ class MemoryWindow:
         self._ext: npt.NDArray[np.float64] = np.empty(0)
         self._cls: npt.NDArray[np.uint64] = np.zeros((0, 1), dtype=np.uint64)
         self._obj: npt.NDArray[np.object_] = np.empty(0, dtype=object)
-        self._stage: list[WindowEntry] = []  # recent additions, unsorted, not yet in the arrays
+        # recent additions not yet in the arrays, sorted by (time, broker_id) like them, and their sort keys
+        self._stage: list[WindowEntry] = []
+        self._stage_keys: list[tuple[float, str]] = []
 
     # ------------------------------------------------------------------ internals (lock held)
 
@@ -153,26 +157,32 @@ class MemoryWindow:
                     del self._by_id[e.broker_id]
                     del self._by_event[e.event_key]
                 self._delete(slice(0, n_old))
-            if self._stage and min(e.time for e in self._stage) < cutoff:
-                for e in [e for e in self._stage if e.time < cutoff]:
-                    self._forget(e)
-            new = [e for e in accepted.values() if e.time >= cutoff]
-            for e in new:
-                self._by_id[e.broker_id] = e
-                self._by_event[e.event_key] = e
-            self._stage.extend(new)
+            n_old = bisect.bisect_left(self._stage_keys, (cutoff, ""))
+            if n_old:
+                for e in self._stage[:n_old]:
+                    del self._by_id[e.broker_id]
+                    del self._by_event[e.event_key]
+                del self._stage[:n_old], self._stage_keys[:n_old]
+            for e in accepted.values():
+                if e.time >= cutoff:
+                    self._by_id[e.broker_id] = e
+                    self._by_event[e.event_key] = e
+                    key = (e.time, e.broker_id)
+                    k = bisect.bisect_left(self._stage_keys, key)
+                    self._stage.insert(k, e)
+                    self._stage_keys.insert(k, key)
             if len(self._stage) >= STAGE_MAX:
                 self._insert(self._stage)
-                self._stage = []
+                self._stage, self._stage_keys = [], []
 
     def _forget(self, e: WindowEntry) -> None:
         """Drop an entry (staged or in the arrays) and its index entries (lock held)."""
         del self._by_id[e.broker_id]
         del self._by_event[e.event_key]
-        for k, staged in enumerate(self._stage):
-            if staged is e:
-                del self._stage[k]
-                return
+        k = bisect.bisect_left(self._stage_keys, (e.time, e.broker_id))
+        if k < len(self._stage) and self._stage[k] is e:
+            del self._stage[k], self._stage_keys[k]
+            return
         self._delete(np.array([self._index_of(e)], dtype=np.intp))
 
     def query(
@@ -188,12 +198,12 @@ class MemoryWindow:
             lo = int(np.searchsorted(self._t, t_min, side="left"))
             hi = int(np.searchsorted(self._t, t_max, side="right"))
             if lo >= hi:
-                return sorted(staged, key=_time_id)
+                return staged
             keep: npt.NDArray[np.bool_] | None = None
             if classes is not None:
                 row = self._class_row(classes, grow=False)
                 if row is None:
-                    return sorted(staged, key=_time_id)
+                    return staged
                 keep = np.asarray((self._cls[lo:hi] & row).any(axis=1), dtype=np.bool_)
             if cone is not None:
                 ra0, dec0, radius = cone
@@ -203,17 +213,21 @@ class MemoryWindow:
                 keep = near if keep is None else keep & near
             objs = self._obj[lo:hi] if keep is None else self._obj[lo:hi][keep]
             found: list[WindowEntry] = objs.tolist()
-            return sorted(found + staged, key=_time_id) if staged else found
+            for e in staged:  # both sorted, the staged few: insert them
+                bisect.insort(found, e, key=_time_id)
+            return found
 
     def _staged_matches(
         self, t_min: float, t_max: float, classes: Collection[str] | None, cone: tuple[float, float, float] | None
     ) -> list[WindowEntry]:
-        """The staged entries a query selects (lock held; the staging list is short)."""
-        wanted = None if classes is None else set(classes)
-        out = [
-            e for e in self._stage
-            if t_min <= e.time <= t_max and (wanted is None or not wanted.isdisjoint(e.classes))
-        ]
+        """The staged entries a query selects, sorted (lock held; the time range is bisected)."""
+        lo = bisect.bisect_left(self._stage_keys, (t_min, ""))
+        hi = bisect.bisect_right(self._stage_keys, (t_max, _AFTER_ANY_ID))
+        if classes is None:
+            out = self._stage[lo:hi]
+        else:
+            wanted = set(classes)
+            out = [e for e in self._stage[lo:hi] if not wanted.isdisjoint(e.classes)]
         if cone is None or not out:
             return out
         ra0, dec0, radius = cone
