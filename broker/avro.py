@@ -45,8 +45,8 @@ from broker.model import (
     SubEvent,
 )
 
-SCHEMA_VERSION = 3
-PREVIOUS_SCHEMAS = ("alert-v1.avsc", "alert-v2.avsc")
+SCHEMA_VERSION = 4
+PREVIOUS_SCHEMAS = ("alert-v1.avsc", "alert-v2.avsc", "alert-v3.avsc")
 _MARKER = b"\xc3\x01"
 
 
@@ -54,7 +54,7 @@ class AvroDecodeError(BrokerError):
     """Bytes are not an mmbroker single-object-encoded alert."""
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=16)
 def _load_schema(name: str) -> dict[str, Any]:
     text = resources.files("avro_schemas").joinpath(name).read_text(encoding="utf-8")
     parsed = fastavro.parse_schema(json.loads(text), named_schemas={})
@@ -201,6 +201,7 @@ def to_record(alert: Alert) -> dict[str, Any]:
         "coincidences": [coincidence_record(c) for c in alert.coincidences],
         "revision_state": alert.revision_state,
         "previous_broker_id": alert.previous_broker_id,
+        "dropped_tags": list(alert.dropped_tags),
         "provenance": {
             "source_format": alert.provenance.source_format,
             "parser_version": alert.provenance.parser_version,
@@ -466,6 +467,7 @@ def from_record(rec: dict[str, Any]) -> Alert:
         coincidences=tuple(coincidence_from(c) for c in rec.get("coincidences", ())),
         revision_state=rec.get("revision_state"),
         previous_broker_id=rec.get("previous_broker_id"),
+        dropped_tags=tuple(rec.get("dropped_tags") or ()),
     )
 
 

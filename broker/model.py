@@ -497,6 +497,7 @@ class Alert:
     coincidences: tuple[Coincidence, ...] = ()
     revision_state: RevisionState | None = None
     previous_broker_id: str | None = None
+    dropped_tags: tuple[str, ...] = ()
 
     @property
     def event_key(self) -> str:

@@ -12,7 +12,16 @@ through the state store.  Each new version gets a
     as the event's first version).
 ``update``
     Not older than any earlier version: re-annotated, re-filtered, published
-    to its tag topics like any alert.  A version is *older* than another when
+    to its tag topics like any alert.  When it no longer has a tag an earlier
+    version went out with (a filter's tag it falls below, e.g.
+    ``grb-well-localized`` for an update without a position), it is also
+    published to that tag topic, with the tag in
+    :attr:`~broker.model.Alert.dropped_tags` (header ``dropped-tags``), so
+    the telescopes that followed the event there learn that it no longer
+    qualifies: once an event went out on a tag topic, that topic receives its
+    later versions and its retraction.  Built-in routing tags (messenger,
+    ``test``) and the tags of the event's active coincidences are never
+    dropped, and a test update never announces drops on real topics.  A version is *older* than another when
     both have upstream revision numbers and its number is lower, or, when
     either has none (e.g. an IGWN Kafka notice next to a GCN Classic VOEvent
     of the same superevent) or the numbers are equal, when it was issued
@@ -42,10 +51,11 @@ re-delivered after a crash gets the same state as the first time.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import typing
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
-from broker.model import Alert, Coincidence, RevisionState
+from broker.model import Alert, Coincidence, Messenger, RevisionState
 from broker.state import EventState, StateStore, Version
 
 #: Revision states whose alerts go to tag topics and take part in coincidences.
@@ -138,7 +148,8 @@ class RevisionPolicy:
 
     Stale and after-retraction versions lose their tags (alerts topic only); a
     retraction gains every tag its event was ever published with, and the tags
-    of the coincidences it withdraws.
+    of the coincidences it withdraws; an update names the tags it dropped
+    (see the module notes).
     """
 
     state: StateStore
@@ -146,8 +157,8 @@ class RevisionPolicy:
 
     def process(self, alerts: list[Alert]) -> list[Alert]:
         """Apply the policy to the batch."""
-        retracted = [a.event_key for a in alerts if a.revision_state == "retraction"]
-        known = self.state.events(retracted) if retracted else {}
+        asked = [a.event_key for a in alerts if a.revision_state == "retraction" or _may_drop(a)]
+        known = self.state.events(asked) if asked else {}
         out = []
         for a in alerts:
             if a.revision_state in SILENT_STATES:
@@ -156,8 +167,29 @@ class RevisionPolicy:
                 extra: set[str] = set(known[a.event_key].tags) if a.event_key in known else set()
                 extra |= withdrawn_tags(a.coincidences)
                 a = a.with_tags(a.tags + tuple(extra))
+            elif _may_drop(a) and a.event_key in known:
+                a = self._with_dropped(a, known[a.event_key].tags)
             out.append(a)
         return out
+
+    def _with_dropped(self, alert: Alert, published: Collection[str]) -> Alert:
+        """The update with the tags it lost since earlier versions (none of the kept ones, see the module notes)."""
+        lost = set(published) - set(alert.tags) - _NEVER_DROPPED
+        if not lost:
+            return alert
+        for c in self.state.coincidences_of(alert.event_key):
+            if c.status == "active":
+                lost -= {"coincidence", c.tag}
+        return replace(alert, dropped_tags=tuple(sorted(lost))) if lost else alert
+
+
+#: Routing tags an update never drops: they follow the messenger and the test flag, not the science.
+_NEVER_DROPPED = frozenset({"test", "retraction", *typing.get_args(Messenger)})
+
+
+def _may_drop(alert: Alert) -> bool:
+    """Whether the alert is an update that can announce dropped tags (a real, live update)."""
+    return alert.revision_state == "update" and not alert.is_test
 
 
 def withdrawn_tags(coincidences: Sequence[Coincidence]) -> set[str]:

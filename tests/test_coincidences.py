@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from broker.avro import decode_alert, encode_alert
 from broker.coincidence.far import GRB_RATE_HZ
 from broker.coincidence.rules import alert_classes, default_rules, load_rules
 from broker.coincidence.stage import CoincidenceStage, coincidence_id, window_classes
@@ -24,6 +25,7 @@ from broker.errors import ConfigError
 from broker.formats import parse
 from broker.model import Alert
 from broker.pipeline import Pipeline, build_pipeline
+from broker.revisions import RevisionPolicy
 from broker.state import StateStore, open_state
 from tests.coincidence_notices import (
     GRB170817A_TIME,
@@ -54,13 +56,12 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
 
 
 def make_pipeline(state: StateStore, tmp_path: Path, **overrides: Any) -> Pipeline:
-    settings: Settings = load_settings(
-        state_dir=tmp_path / "state", annotate=False, filters=False, **overrides
-    )
+    settings: Settings = load_settings(**{"state_dir": tmp_path / "state", "annotate": False, "filters": False,
+                                          **overrides})
     return build_pipeline(settings, state=state)
 
 
-def run(pipeline: Pipeline, *notices: tuple[bytes, str]) -> list[Alert]:
+def run(pipeline: Pipeline, *notices: tuple[bytes, str | None]) -> list[Alert]:
     """Each notice in its own batch, in order (as a single worker sees them)."""
     return [pipeline.run([parse(raw, topic)])[0] for raw, topic in notices]
 
@@ -296,3 +297,55 @@ def test_alerts_without_time_or_class_stay_out_of_the_window(state: StateStore, 
     assert len(state.window) == 0
     pipeline.run([parse(*gw170817())])
     assert len(state.window) == 1
+
+
+# Dropped tags ---------------------------------------------------------------------------------------
+SWIFT_BAT = NOTICES / "gcn-json" / "gwcelery_test_alerts"
+
+
+def test_an_update_that_loses_a_tag_names_it_and_goes_to_that_topic(state: StateStore, tmp_path: Path) -> None:
+    """gwcelery's real Swift BAT notices of trigger 694215995: revision 3 with a 0.03 deg position (tagged
+    ``grb-well-localized`` by the bundled filter), then the same revision without a position, then again with one.
+    The update without a position drops the tag, says so, and is routed to that topic too."""
+    pipeline = make_pipeline(state, tmp_path, filters=True)
+    try:
+        def published(alert: Alert) -> None:  # what the worker records once the batch is published
+            state.add_tags({alert.event_key: {*alert.tags, *alert.dropped_tags}})
+
+        (loc,) = run(pipeline, ((SWIFT_BAT / "kafka_alert_swift.json").read_bytes(), None))
+        assert loc.revision_state == "first"
+        assert "grb-well-localized" in loc.tags
+        assert loc.dropped_tags == ()
+        published(loc)
+        (noloc,) = run(pipeline, ((SWIFT_BAT / "kafka_alert_swift_noloc.json").read_bytes(), None))
+        assert (noloc.revision_state, noloc.region) == ("update", None)
+        assert "grb-well-localized" not in noloc.tags
+        assert noloc.dropped_tags == ("grb-well-localized",)
+        assert decode_alert(encode_alert(noloc)).dropped_tags == ("grb-well-localized",)
+        published(noloc)
+        (again,) = run(pipeline, ((SWIFT_BAT / "kafka_alert_swift_wskymap.json").read_bytes(), None))
+        assert again.revision_state == "update"
+        assert "grb-well-localized" in again.tags
+        assert again.dropped_tags == ()
+    finally:
+        pipeline.close()
+
+
+def test_dropped_tags_spare_routing_and_active_coincidence_tags(state: StateStore, tmp_path: Path) -> None:
+    """GRB 170817A found with GW170817, then an update of the GRB without any tag of its own: the messenger tag and
+    the tags of the still-active coincidence are not dropped; once the coincidence is withdrawn, they are; and a
+    test update never announces drops."""
+    pipeline = make_pipeline(state, tmp_path)
+    _, grb = run(pipeline, gw170817(), grb170817a())
+    (c,) = grb.coincidences
+    state.put_coincidences([c])
+    state.add_tags({grb.event_key: {*grb.tags, "grb-well-localized"}})
+    policy = RevisionPolicy(state)
+    bare = replace(grb, tags=("gamma",), coincidences=(), revision_state="update")
+    (update,) = policy.process([bare])
+    assert update.dropped_tags == ("grb-well-localized",)
+    state.put_coincidences([c.withdrawn("test")])
+    (update,) = policy.process([bare])
+    assert update.dropped_tags == ("coincidence", "grb-well-localized", "gw-grb")
+    (test_update,) = policy.process([replace(bare, is_test=True, tags=("test",))])
+    assert test_update.dropped_tags == ()

@@ -161,6 +161,34 @@ def test_ms181101ab_sequence_end_to_end(settings_factory: Callable[..., Settings
     assert all(c.time_difference == pytest.approx(2.02, abs=0.01) for c in records)
 
 
+def test_an_update_that_drops_a_tag_reaches_that_tag_topic(settings_factory: Callable[..., Settings]) -> None:
+    """gwcelery's real Swift BAT notices of trigger 694215995: revision 3 with a position (``grb-well-localized``),
+    then without one. The second goes to the ``grb-well-localized`` topic too, naming the dropped tag in its record
+    and in the ``dropped-tags`` header; the alerts topic gets both."""
+    settings = settings_factory(input_partitions=1, batch_size=1)
+    ensure_topics(settings, [settings.input_topics[0]], partitions=settings.input_partitions)
+    bat = NOTICES / "gcn-json" / "gwcelery_test_alerts"
+    workers = Workers(settings, 1).start()
+    try:
+        produce(settings, [(bat / "kafka_alert_swift.json").read_bytes()])
+        workers.wait_for(1)
+        produce(settings, [(bat / "kafka_alert_swift_noloc.json").read_bytes()])
+        workers.wait_for(2)
+    finally:
+        workers.stop()
+    records = read_topic(settings, settings.tag_topic("grb-well-localized"))
+    alerts = [decode_alert(r.value) for r in records]
+    assert [(a.event_key, a.revision_state) for a in alerts] == [("Swift/694215995", "first"),
+                                                                 ("Swift/694215995", "update")]
+    assert "grb-well-localized" in alerts[0].tags
+    assert "grb-well-localized" not in alerts[1].tags
+    assert alerts[1].dropped_tags == ("grb-well-localized",)
+    assert records[1].headers["dropped-tags"] == "grb-well-localized"
+    assert "dropped-tags" not in records[0].headers
+    on_gamma = [decode_alert(r.value) for r in read_topic(settings, settings.tag_topic("gamma"))]
+    assert [a.dropped_tags for a in on_gamma] == [(), ("grb-well-localized",)]
+
+
 # Scale-out ----------------------------------------------------------------------------------------------
 def scale_out_input() -> list[list[bytes]]:
     """Three phases; each pair's sides are in different phases so every coincidence crosses workers and time.

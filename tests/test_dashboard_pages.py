@@ -557,3 +557,17 @@ def test_allsky_figure_links_coincident_alerts(with_coincidence: tuple[Demo, Coi
     assert summary.links == 1
     _, summary = skyplot.allsky_figure(sides[:1], [c])  # the other side unknown: nothing to link
     assert summary.links == 0
+
+
+def test_alert_properties_name_the_tags_an_update_dropped() -> None:
+    from dataclasses import replace
+
+    from tests.corpus import NOTICES
+    from ui.views.alert import properties_of
+
+    raw = (NOTICES / "gcn-json" / "gwcelery_test_alerts" / "kafka_alert_swift_noloc.json").read_bytes()
+    alert = parse(raw)
+    assert "Tags dropped by this update" not in dict(properties_of(alert))
+    rows = dict(properties_of(replace(alert, revision_state="update", dropped_tags=("grb-well-localized",))))
+    assert rows["Tags dropped by this update"] == "grb-well-localized"
+    assert rows["Revision state"] == "update"

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Schema version 3 (coincidences, revision state): round trip, and version-2 messages still decode."""
+"""Schema versions 3 (coincidences, revision state) and 4 (dropped tags): round trip, and messages written with
+versions 2 and 3 still decode."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_messages_written_with_schema_v2_still_decode() -> None:
     _, alert = _pair()
     v2 = _load_schema("alert-v2.avsc")
     rec = to_record(alert)  # type: ignore[arg-type]
-    for k in ("coincidences", "revision_state", "previous_broker_id"):
+    for k in ("coincidences", "revision_state", "previous_broker_id", "dropped_tags"):
         rec.pop(k)
     rec["schema_version"] = 2
     buf = io.BytesIO()
@@ -64,3 +65,18 @@ def test_messages_written_with_schema_v2_still_decode() -> None:
     fastavro.schemaless_writer(buf, v2, rec)
     back = decode_alert(buf.getvalue())
     assert back == replace(alert, coincidences=(), revision_state=None)  # type: ignore[type-var]
+
+
+def test_messages_written_with_schema_v3_still_decode() -> None:
+    _, alert = _pair()
+    v3 = _load_schema("alert-v3.avsc")
+    rec = to_record(replace(alert, dropped_tags=("grb-well-localized",)))  # type: ignore[type-var]
+    rec.pop("dropped_tags")
+    rec["schema_version"] = 3
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + _fingerprint(v3))
+    fastavro.schemaless_writer(buf, v3, rec)
+    back = decode_alert(buf.getvalue())
+    assert back == alert
+    assert back.dropped_tags == ()
+    assert decode_alert(encode_alert(replace(alert, dropped_tags=("a", "b")))).dropped_tags == ("a", "b")  # type: ignore[type-var]

@@ -330,7 +330,7 @@ class Worker:
             uncommitted and the batch is re-delivered).
         """
         s = self.settings
-        self._ensure({s.tag_topic(t) for i in items for t in i.alert.tags})
+        self._ensure({s.tag_topic(t) for i in items for t in (*i.alert.tags, *i.alert.dropped_tags)})
         fp = schema_fingerprint()
         n = 0
         for item in items:
@@ -349,8 +349,10 @@ class Worker:
                 headers.append(("revision-state", alert.revision_state.encode()))
             if alert.kind == "retraction":
                 headers.append(("retraction", b"true"))
+            if alert.dropped_tags:
+                headers.append(("dropped-tags", ",".join(alert.dropped_tags).encode()))
             key = alert.event_key.encode()
-            for topic in (s.alerts_topic, *(s.tag_topic(t) for t in alert.tags)):
+            for topic in (s.alerts_topic, *(s.tag_topic(t) for t in (*alert.tags, *alert.dropped_tags))):
                 self._produce(topic, value, key, headers)
                 n += 1
         cfp = coincidence_fingerprint()

@@ -138,6 +138,8 @@ def properties_of(alert: Alert) -> list[tuple[str, str]]:
     ]
     if alert.previous_broker_id:
         out.append(("Previous revision", alert.previous_broker_id))
+    if alert.dropped_tags:
+        out.append(("Tags dropped by this update", ", ".join(alert.dropped_tags)))
     if alert.upstream_ids:
         out.append(("Upstream ids", ", ".join(alert.upstream_ids)))
     r = alert.region
