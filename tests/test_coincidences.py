@@ -8,6 +8,7 @@ a pair is not in the data it is built from a real notice of the same type
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -62,8 +63,15 @@ def make_pipeline(state: StateStore, tmp_path: Path, **overrides: Any) -> Pipeli
 
 
 def run(pipeline: Pipeline, *notices: tuple[bytes, str | None]) -> list[Alert]:
-    """Each notice in its own batch, in order (as a single worker sees them)."""
-    return [pipeline.run([parse(raw, topic)])[0] for raw, topic in notices]
+    """Each notice in its own batch, in order (as a single worker sees them), marked done after it as the worker
+    does once the batch is published and archived."""
+    out = []
+    for raw, topic in notices:
+        (alert,) = pipeline.run([parse(raw, topic)])
+        if isinstance(pipeline.coincidences, CoincidenceStage):
+            pipeline.coincidences.state.mark_done({alert.broker_id})
+        out.append(alert)
+    return out
 
 
 def gw170817() -> tuple[bytes, str]:
@@ -349,3 +357,53 @@ def test_dropped_tags_spare_routing_and_active_coincidence_tags(state: StateStor
     assert update.dropped_tags == ("coincidence", "grb-well-localized", "gw-grb")
     (test_update,) = policy.process([replace(bare, is_test=True, tags=("test",))])
     assert test_update.dropped_tags == ()
+
+
+# Retraction racing an update on another worker -------------------------------------------------------
+def _published(state: StateStore, alert: Alert) -> None:
+    """What the worker records once the alert's batch is published and archived."""
+    state.put_coincidences(list(alert.coincidences))
+    state.add_tags({alert.event_key: set(alert.tags)})
+    state.mark_done({alert.broker_id})
+
+
+@pytest.mark.parametrize("done_in_time", [True, False])
+def test_retraction_waits_for_an_update_another_worker_is_processing(
+    state: StateStore, tmp_path: Path, done_in_time: bool
+) -> None:
+    """MS181101ab Preliminary and a GBM notice at +2.02 s (built from a real GBM notice, role test) are published;
+    worker A then processes the real Update, which re-finds the GRB, while worker B takes the real Retraction.
+    B waits until A's Update is done and withdraws the pair A found (what one worker would do); if A never
+    finishes, B gives up after ``settle_s`` and withdraws what is stored."""
+    import threading
+
+    gw = parse(ms181101ab("preliminary"), IGWN_TOPIC)
+    assert gw.skymap is not None
+    assert gw.event_time is not None
+    ra, dec = gw.skymap.max_position()
+    grb = gbm_notice(gw.event_time + timedelta(seconds=2.02), ra, dec, 3.0, role="test", trigger_id=5)
+    worker_a, worker_b = make_pipeline(state, tmp_path), make_pipeline(state, tmp_path)
+    for raw, topic in ((ms181101ab("preliminary"), IGWN_TOPIC), (grb, GBM_TOPIC)):
+        (alert,) = worker_a.run([parse(raw, topic)])
+        _published(state, alert)
+    (update,) = worker_a.run([parse(ms181101ab("update"), IGWN_TOPIC)])  # not published yet
+    (found,) = update.coincidences
+    assert found.a_broker_id == update.broker_id
+    assert isinstance(worker_b.coincidences, CoincidenceStage)
+    worker_b.coincidences.settle_s = 5.0 if done_in_time else 0.5
+    result: list[Alert] = []
+    b = threading.Thread(target=lambda: result.extend(worker_b.run([parse(ms181101ab("retraction"), IGWN_TOPIC)])))
+    b.start()
+    time.sleep(0.3)
+    assert b.is_alive()  # B is waiting for A's update
+    if done_in_time:
+        _published(state, update)
+    b.join(10)
+    assert not b.is_alive()
+    (retraction,) = result
+    assert retraction.revision_state == "retraction"
+    (withdrawn,) = retraction.coincidences
+    assert withdrawn.status == "withdrawn"
+    assert withdrawn.coincidence_id == found.coincidence_id
+    # in time: the pair A found; too late: the pair stored before (Preliminary and GRB)
+    assert (withdrawn.a_broker_id == update.broker_id) is done_in_time

@@ -191,13 +191,17 @@ def test_an_update_that_drops_a_tag_reaches_that_tag_topic(settings_factory: Cal
 
 # Scale-out ----------------------------------------------------------------------------------------------
 def scale_out_input() -> list[list[bytes]]:
-    """Three phases; each pair's sides are in different phases so every coincidence crosses workers and time.
+    """Four phases; each pair's sides are in different phases so every coincidence crosses workers and time.
 
     Phase 1: real notices (GW170817 Initial, MS181101ab Preliminary, S230524x EarlyWarning, an IceCube Gold track)
     and every real VOEvent of the corpus as background.  Phase 2: the other sides, built from a real GBM Final
     Position notice: GRB 170817A (published time and position), a GBM notice 2.02 s after MS181101ab at its sky
     map's peak (role test), 3 s after S230524x, and 120 s after the IceCube track at its position (neutrino/grb).
-    Phase 3: MS181101ab's Update (re-finds its GRB) and Retraction (withdraws both).
+    Phase 3: MS181101ab's Update (re-finds its GRB).  Phase 4: its Retraction (withdraws the pairs).  The Update
+    and the Retraction are in separate phases: produced together, round-robin, they land in different partitions,
+    whose relative order Kafka does not define, so even one worker may take the Retraction first (the Update is
+    then ``after_retraction``).  A Retraction that meets an Update being processed by another worker is covered by
+    ``test_coincidences.py::test_retraction_waits_for_an_update_another_worker_is_processing``.
     """
     s230524x = parse((NOTICES / "voevent/lvc/S230524x-1-EarlyWarning.xml").read_bytes(), "x")
     track_path = next(p for p in sorted((NOTICES / "voevent").rglob("*.xml")) if "GOLD" in p.read_text(errors="replace")
@@ -223,8 +227,7 @@ def scale_out_input() -> list[list[bytes]]:
         gbm_notice(track.event_time + timedelta(seconds=120), track.region.ra, track.region.dec, 4.0,  # type: ignore[operator]
                    trigger_id=424242),
     ]
-    phase3 = [ms181101ab("update"), ms181101ab("retraction")]
-    return [phase1, phase2, phase3]
+    return [phase1, phase2, [ms181101ab("update")], [ms181101ab("retraction")]]
 
 
 def _event_key(path: Path) -> str | None:

@@ -83,11 +83,15 @@ class CoincidenceStage:
         Shared state (window, claims, stored coincidences).
     rules
         The coincidence rules.
+    settle_s
+        How long a retraction waits for the earlier versions of its event
+        that another worker is still processing (s); see :meth:`process`.
     """
 
     state: StateStore
     rules: Sequence[Rule]
     name: str = "coincidences"
+    settle_s: float = 20.0
     stats: CoincidenceStats = field(default_factory=CoincidenceStats)
     _footprints: OrderedDict[str, Footprint] = field(default_factory=OrderedDict)
 
@@ -113,6 +117,8 @@ class CoincidenceStage:
                 found_here.extend(found)
                 tags = ("coincidence", *sorted({c.tag for c in found}))
                 out[i] = alerts[i].with_coincidences(tuple(found)).with_tags(alerts[i].tags + tags)
+        if retracted:
+            self._settle([a for a in alerts if a.revision_state == "retraction"], {a.broker_id for a in alerts})
         for i, a in enumerate(alerts):
             if a.revision_state == "retraction":
                 out[i] = self._withdraw(out[i], found_here)
@@ -214,6 +220,32 @@ class CoincidenceStage:
         return ok
 
     # Retractions ---------------------------------------------------------------
+    def _settle(self, retractions: Sequence[Alert], batch: set[str]) -> None:
+        """Wait until every earlier version of the retracted events is done (published, archived, coincidences
+        stored), up to ``settle_s``.
+
+        With several workers, an update and the retraction of one event can be
+        processed at the same time; the update's worker may be finding a
+        coincidence the retraction must withdraw.  The update was recorded
+        before the retraction (else it would be ``after_retraction``), and its
+        worker stores its coincidences before marking it done, so once every
+        earlier version is done the stored coincidences are complete: the
+        retraction then withdraws exactly what a single worker would.
+        Versions of this batch are handled in the batch itself.
+        """
+        states = self.state.events([a.event_key for a in retractions])
+        pending = {v.broker_id for st in states.values() for v in st.versions if not v.retraction} - batch
+        deadline = time.monotonic() + self.settle_s
+        while pending:
+            pending -= self.state.seen(pending)
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                log.warning("retraction: %d earlier version(s) still not done after %.0f s; withdrawing what is"
+                            " stored", len(pending), self.settle_s)
+                return
+            time.sleep(0.05)
+
     def _withdraw(self, alert: Alert, found_here: Sequence[Coincidence]) -> Alert:
         """The retraction carries its event's active coincidences, withdrawn (stored ones and this batch's)."""
         latest: dict[str, Coincidence] = {}
