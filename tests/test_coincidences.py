@@ -317,20 +317,17 @@ def test_an_update_that_loses_a_tag_names_it_and_goes_to_that_topic(state: State
     The update without a position drops the tag, says so, and is routed to that topic too."""
     pipeline = make_pipeline(state, tmp_path, filters=True)
     try:
-        def published(alert: Alert) -> None:  # what the worker records once the batch is published
-            state.add_tags({alert.event_key: {*alert.tags, *alert.dropped_tags}})
-
         (loc,) = run(pipeline, ((SWIFT_BAT / "kafka_alert_swift.json").read_bytes(), None))
         assert loc.revision_state == "first"
         assert "grb-well-localized" in loc.tags
         assert loc.dropped_tags == ()
-        published(loc)
+        _published(state, loc)
         (noloc,) = run(pipeline, ((SWIFT_BAT / "kafka_alert_swift_noloc.json").read_bytes(), None))
         assert (noloc.revision_state, noloc.region) == ("update", None)
         assert "grb-well-localized" not in noloc.tags
         assert noloc.dropped_tags == ("grb-well-localized",)
         assert decode_alert(encode_alert(noloc)).dropped_tags == ("grb-well-localized",)
-        published(noloc)
+        _published(state, noloc)
         (again,) = run(pipeline, ((SWIFT_BAT / "kafka_alert_swift_wskymap.json").read_bytes(), None))
         assert again.revision_state == "update"
         assert "grb-well-localized" in again.tags
